@@ -1,0 +1,1 @@
+//! Loom models of shapebuf's concurrency protocols (see tests/).

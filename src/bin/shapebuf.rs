@@ -1,0 +1,2 @@
+//! The `shapebuf` command-line tool (placeholder until the soak lands).
+fn main() {}

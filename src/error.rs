@@ -1,0 +1,108 @@
+//! The one error type of the crate.
+//!
+//! Every bad input a caller can give (a non-increasing offset, an unknown
+//! shape, a second writer) and every failure the disk can produce is a
+//! variant here with a message that says what happened. Nothing a caller or
+//! the disk can influence panics.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::LogOffset;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in shapebuf.
+///
+/// ```
+/// use shapebuf::{Error, LogOffset};
+/// let e = Error::NonIncreasingOffset { last: LogOffset::new(2, 0), got: LogOffset::new(1, 0) };
+/// assert!(e.to_string().contains("must be greater than"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `append` was given an offset at or below the last appended one.
+    #[error("offset {got} must be greater than the last appended offset {last}")]
+    NonIncreasingOffset {
+        /// The last offset this shape holds.
+        last: LogOffset,
+        /// The offset that was rejected.
+        got: LogOffset,
+    },
+    /// `append` was given [`LogOffset::ZERO`], which is reserved as "before
+    /// the first entry".
+    #[error("offset 0/0 is reserved as the start of a log and cannot hold an entry")]
+    ZeroOffset,
+    /// A payload larger than the configured maximum.
+    #[error("payload of {len} bytes exceeds the maximum of {max} bytes")]
+    PayloadTooLarge {
+        /// The rejected payload's length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A shape id that is empty or longer than the maximum.
+    #[error("shape id of {len} bytes is not allowed (must be 1..={max} bytes)")]
+    BadShapeId {
+        /// The rejected id's length.
+        len: usize,
+        /// The maximum id length.
+        max: usize,
+    },
+    /// The shape is not known to the store (never written, not on disk).
+    #[error("unknown shape {0}")]
+    UnknownShape(String),
+    /// Another live writer already owns this shape.
+    #[error("shape {0} already has a live writer")]
+    WriterActive(String),
+    /// The writer was terminated, or poisoned by an earlier I/O failure.
+    #[error("the writer of shape {shape} is unusable: {reason}")]
+    WriterClosed {
+        /// The shape.
+        shape: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A read asked for a range whose start is no longer on disk.
+    #[error(
+        "offset {after} is no longer available; the earliest available offset is after {earliest}"
+    )]
+    OffsetCollected {
+        /// The requested start.
+        after: LogOffset,
+        /// Reads must start at or after this offset.
+        earliest: LogOffset,
+    },
+    /// A log file failed verification outside the tail (where recovery
+    /// cannot repair it by truncation).
+    #[error("corrupt log file {path}: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// An I/O operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}

@@ -1,0 +1,72 @@
+//! # shapebuf
+//!
+//! A lock-free in-memory buffer table with safe concurrent reader teardown,
+//! backed by a checksummed on-disk log: the cache layer of a storage or sync
+//! engine that keeps one ordered log per *shape*.
+//!
+//! - One [`ShapeWriter`] per shape appends entries ([`LogOffset`] ->
+//!   payload), commits transactions, and flushes them to disk (fdatasync),
+//!   then trims its memory.
+//! - Any number of readers ([`Store::read`], [`ShapeHandle`]) read committed
+//!   ranges: recent entries from an epoch-protected in-memory segment, older
+//!   ones from disk, stitched together exactly.
+//! - [`ShapeWriter::terminate`] flushes, unpublishes and retires the buffer
+//!   without waiting for readers; a reader that finds it gone reads from
+//!   disk ([`ReadOutcome::dead`]).
+//!
+//! ```
+//! # fn main() -> shapebuf::Result<()> {
+//! use shapebuf::{LogOffset, Store};
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path())?;
+//! let mut w = store.writer("orders")?;
+//! w.append(LogOffset::new(1, 0), "created")?;
+//! w.append(LogOffset::new(1, 1), "paid")?;
+//! w.commit()?;
+//! w.flush()?; // durable; memory trimmed
+//! let out = store.read("orders", LogOffset::ZERO, LogOffset::MAX)?;
+//! assert_eq!(out.entries.len(), 2);
+//! w.terminate()?;
+//! let store = Store::open(dir.path())?; // reopen: exact
+//! assert_eq!(store.read("orders", LogOffset::new(1, 0), LogOffset::MAX)?.entries.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Consistency
+//!
+//! A read of `(after, upto]` returns exactly the entries of committed
+//! transactions with offsets in that range as of one instant during the
+//! read, in increasing offset order, each once. It never returns an entry of
+//! an uncommitted transaction, never skips a committed one, and is never
+//! disturbed by a concurrent flush, trim, growth or terminate. Reads never
+//! wait for the writer, and the writer never waits for readers.
+//!
+//! Durability: an entry is durable once [`ShapeWriter::flush`] (or
+//! terminate) returns Ok after it was appended; a transaction survives a
+//! crash only if its commit was flushed.
+//!
+//! See `docs/design.md`, `docs/protocol.md` and `docs/format.md`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod buffer;
+mod error;
+pub mod fs;
+mod log;
+mod offset;
+mod reader;
+mod registry;
+mod segment;
+mod store;
+mod sync;
+mod writer;
+
+pub use error::{Error, Result};
+pub use log::record::{MAX_ID, MAX_PAYLOAD};
+pub use offset::LogOffset;
+pub use reader::{ReadOutcome, VisitOutcome};
+pub use segment::Entry;
+pub use store::{Config, ShapeHandle, Store};
+pub use writer::{Flushed, ShapeWriter};

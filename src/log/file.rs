@@ -1,0 +1,173 @@
+//! One log file: its header facts, its shared handle, its sparse index, and
+//! a cursor that reads its records in order.
+//!
+//! # Invariants
+//!
+//! - Index points are sorted by position; the first is at the end of the
+//!   header. A point `(seq, pos, prev)` says the record at `pos` is entry
+//!   number `seq` and every entry before it has an offset `<= prev`, so a
+//!   read of entries after `prev` may start there.
+//! - The cursor never reads beyond what its caller asks for, and validates
+//!   every record it returns (length bound and checksum).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::fs::FsFile;
+use crate::log::record::{self, Bad, Record};
+use crate::{Error, LogOffset, Result};
+
+/// A sparse index point: entry `seq` starts at byte `pos`, and every earlier
+/// entry has an offset `<= prev`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IndexPoint {
+    pub(crate) seq: u64,
+    pub(crate) pos: u64,
+    pub(crate) prev: LogOffset,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogFile {
+    /// The entry number of the file's first entry.
+    pub(crate) start: u64,
+    /// The offset of entry `start - 1`.
+    pub(crate) base: LogOffset,
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn FsFile>,
+    index: RwLock<Vec<IndexPoint>>,
+}
+
+impl LogFile {
+    pub(crate) fn new(
+        start: u64,
+        base: LogOffset,
+        path: PathBuf,
+        file: Arc<dyn FsFile>,
+        data_start: u64,
+    ) -> Self {
+        LogFile {
+            start,
+            base,
+            path,
+            file,
+            index: RwLock::new(vec![IndexPoint {
+                seq: start,
+                pos: data_start,
+                prev: base,
+            }]),
+        }
+    }
+
+    pub(crate) fn push_index(&self, point: IndexPoint) {
+        let mut idx = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        debug_assert!(idx
+            .last()
+            .is_none_or(|p| p.pos < point.pos && p.seq < point.seq));
+        idx.push(point);
+    }
+
+    /// Drops index points at or beyond `pos` (after a truncation).
+    pub(crate) fn truncate_index(&self, pos: u64) {
+        let mut idx = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while idx.len() > 1 && idx.last().is_some_and(|p| p.pos >= pos) {
+            idx.pop();
+        }
+    }
+
+    /// The last index point from which a read of entries after `after` may
+    /// start.
+    pub(crate) fn seek(&self, after: LogOffset) -> IndexPoint {
+        let idx = self
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = idx.partition_point(|p| p.prev <= after);
+        idx[i.saturating_sub(1)]
+    }
+
+    pub(crate) fn cursor(&self, pos: u64) -> Cursor<'_> {
+        Cursor {
+            file: self,
+            pos,
+            buf: Bytes::new(),
+        }
+    }
+}
+
+/// What a cursor found where it expected a record.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Record(Record, u64),
+    /// End of file exactly at a record boundary.
+    End,
+    /// The file ends inside a record, or the record is corrupt.
+    Bad(&'static str),
+}
+
+/// Reads the records of one file in order, in chunks.
+pub(crate) struct Cursor<'a> {
+    file: &'a LogFile,
+    /// File position of `buf[0]`.
+    pos: u64,
+    buf: Bytes,
+}
+
+const CHUNK: usize = 64 << 10;
+
+impl Cursor<'_> {
+    /// The file position of the next record.
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// The next record and the position just after it.
+    pub(crate) fn next(&mut self) -> Result<Next> {
+        loop {
+            match record::decode(&self.buf) {
+                Ok((rec, n)) => {
+                    self.pos += n as u64;
+                    self.buf = self.buf.slice(n..);
+                    return Ok(Next::Record(rec, self.pos));
+                }
+                Err(Bad::Corrupt(why)) => return Ok(Next::Bad(why)),
+                Err(Bad::Short { need }) => {
+                    let have = self.buf.len();
+                    let want = need.max(CHUNK);
+                    let mut more = BytesMut::with_capacity(want);
+                    more.extend_from_slice(&self.buf);
+                    more.resize(want, 0);
+                    let at = self.pos + have as u64;
+                    let mut filled = have;
+                    while filled < want {
+                        let n = self
+                            .file
+                            .file
+                            .read_at(&mut more[filled..], at + (filled - have) as u64)
+                            .map_err(Error::io("read", &self.file.path))?;
+                        if n == 0 {
+                            break;
+                        }
+                        filled += n;
+                    }
+                    more.truncate(filled);
+                    if filled == have {
+                        return Ok(if have == 0 {
+                            Next::End
+                        } else {
+                            Next::Bad("file ends inside a record")
+                        });
+                    }
+                    self.buf = more.freeze();
+                }
+            }
+        }
+    }
+}

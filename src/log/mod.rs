@@ -1,0 +1,389 @@
+//! A shape's on-disk log: a sequence of files of checksummed records.
+//!
+//! The writer appends batches ([`ShapeLog::append`]): a batch is written,
+//! then synced, and only then counted as durable. Readers read committed
+//! entries by position ([`ShapeLog::read`]) through a sparse in-memory index
+//! that is rebuilt from the records on open, so there is no index file to
+//! lose or corrupt. See docs/format.md for the bytes.
+//!
+//! # Invariants
+//!
+//! - Files are named `<stem>.<start>.log`, where `<stem>` is the shape's
+//!   file stem (never derived from the id's bytes, see `store`) and `<start>`
+//!   the entry number of the file's first entry, zero-padded to 20 digits.
+//! - Within a batch, the commit record (if the batch commits anything) comes
+//!   right after the last committed entry, so every record after the last
+//!   commit record of the log is an uncommitted entry; discarding them is a
+//!   truncation of the last file.
+//! - A new file is started only when everything on disk is committed, so
+//!   the uncommitted tail always lies in the last file.
+//! - Every new file is synced, then its directory is synced, before any
+//!   entry in it counts as durable.
+//! - A failed write or sync poisons the log: nothing more is appended until
+//!   the shape is recovered again, and the durable counts do not move.
+
+mod file;
+pub(crate) mod record;
+mod recovery;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tracing::{debug, info_span, warn};
+
+use crate::fs::Fs;
+use crate::segment::Entry;
+use crate::{Error, LogOffset, Result};
+use file::{IndexPoint, LogFile, Next};
+use record::Record;
+
+pub(crate) use recovery::{list_logs, recover};
+
+/// Log layout settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LogConfig {
+    /// Start a new file once the current one is at least this long.
+    pub(crate) file_bytes: u64,
+    /// One sparse index point per this many bytes of records.
+    pub(crate) index_interval: u64,
+}
+
+/// What is durable in a log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Durable {
+    /// Entries on disk (committed or not).
+    pub(crate) entries: u64,
+    /// The offset of the last entry on disk.
+    pub(crate) last: LogOffset,
+    /// Entries `[0, committed)` are committed on disk.
+    pub(crate) committed: u64,
+    /// The offset of entry `committed - 1`.
+    pub(crate) last_committed: LogOffset,
+}
+
+/// Writer-side state; only the shape's writer locks it.
+#[derive(Debug)]
+struct WriteState {
+    durable: Durable,
+    /// Write position in the last file.
+    end: u64,
+    /// Position in the last file just after the last commit record (or the
+    /// data start when the file holds no commit).
+    commit_end: u64,
+    /// Bytes written since the last index point.
+    since_index: u64,
+    poisoned: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct ShapeLog {
+    id: Bytes,
+    stem: String,
+    dir: PathBuf,
+    fs: Arc<dyn Fs>,
+    cfg: LogConfig,
+    files: RwLock<Vec<Arc<LogFile>>>,
+    write: Mutex<WriteState>,
+}
+
+/// Where a log lives and what it belongs to.
+struct Where<'a> {
+    fs: Arc<dyn Fs>,
+    dir: &'a Path,
+    stem: String,
+    id: Bytes,
+    cfg: LogConfig,
+}
+
+fn file_name(stem: &str, start: u64) -> String {
+    format!("{stem}.{start:020}.log")
+}
+
+impl ShapeLog {
+    /// Creates the first file of a new shape's log.
+    pub(crate) fn create(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        stem: String,
+        id: Bytes,
+        cfg: LogConfig,
+    ) -> Result<ShapeLog> {
+        let log = ShapeLog {
+            id,
+            stem,
+            dir: dir.to_path_buf(),
+            fs,
+            cfg,
+            files: RwLock::new(Vec::new()),
+            write: Mutex::new(WriteState {
+                durable: Durable::default(),
+                end: 0,
+                commit_end: 0,
+                since_index: 0,
+                poisoned: false,
+            }),
+        };
+        let (file, data_start) = log.new_file(0, LogOffset::ZERO)?;
+        log.files_mut().push(Arc::new(file));
+        let mut w = log.state();
+        w.end = data_start;
+        w.commit_end = data_start;
+        drop(w);
+        Ok(log)
+    }
+
+    fn from_parts(at: Where, files: Vec<Arc<LogFile>>, durable: Durable, end: u64) -> ShapeLog {
+        ShapeLog {
+            id: at.id,
+            stem: at.stem,
+            dir: at.dir.to_path_buf(),
+            fs: at.fs,
+            cfg: at.cfg,
+            files: RwLock::new(files),
+            write: Mutex::new(WriteState {
+                durable,
+                end,
+                commit_end: end,
+                since_index: 0,
+                poisoned: false,
+            }),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &Bytes {
+        &self.id
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn files(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<LogFile>>> {
+        self.files
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn files_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<LogFile>>> {
+        self.files
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What is durable now.
+    pub(crate) fn durable(&self) -> Durable {
+        self.state().durable
+    }
+
+    /// Creates, syncs and registers in the directory a new file whose first
+    /// entry is number `start`.
+    fn new_file(&self, start: u64, base: LogOffset) -> Result<(LogFile, u64)> {
+        let path = self.dir.join(file_name(&self.stem, start));
+        let header = record::Header {
+            start,
+            base,
+            id: self.id.clone(),
+        }
+        .encode();
+        let f = self.fs.create(&path).map_err(Error::io("create", &path))?;
+        f.write_all_at(&header, 0)
+            .map_err(Error::io("write header", &path))?;
+        f.sync_data().map_err(Error::io("sync", &path))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(Error::io("sync directory", &self.dir))?;
+        let data_start = header.len() as u64;
+        Ok((LogFile::new(start, base, path, f, data_start), data_start))
+    }
+
+    /// Appends `entries` (numbered from the log's current entry count) and,
+    /// if `commit` is given, a commit record making entries
+    /// `[0, commit.0)` committed; then syncs. On success every record is
+    /// durable. On failure the log is poisoned.
+    pub(crate) fn append(
+        &self,
+        entries: &[Entry],
+        commit: Option<(u64, LogOffset)>,
+    ) -> Result<Durable> {
+        let mut w = self.state();
+        if w.poisoned {
+            return Err(Error::WriterClosed {
+                shape: crate::registry::display_id(&self.id),
+                reason: "an earlier write or sync of its log failed; reopen the shape to recover",
+            });
+        }
+        let first = w.durable.entries;
+        if let Some((c, _)) = commit {
+            debug_assert!(
+                c >= w.durable.committed && c >= first && c <= first + entries.len() as u64
+            );
+        }
+        // Roll to a new file only when nothing on disk is uncommitted, so the
+        // uncommitted tail stays in the last file.
+        if w.end >= self.cfg.file_bytes && w.durable.committed == w.durable.entries {
+            let (file, data_start) = self.new_file(first, w.durable.last).inspect_err(|_| {
+                w.poisoned = true;
+            })?;
+            self.files_mut().push(Arc::new(file));
+            w.end = data_start;
+            w.commit_end = data_start;
+            w.since_index = 0;
+        }
+        let file = Arc::clone(self.files().last().expect("a log always has a file"));
+
+        let split = commit.map_or(0, |(c, _)| (c - first) as usize);
+        let mut buf = Vec::with_capacity(
+            entries
+                .iter()
+                .map(|e| record::entry_size(e.payload.len()))
+                .sum::<usize>()
+                + 33,
+        );
+        let mut points = Vec::new();
+        let mut since = w.since_index;
+        let mut prev = w.durable.last;
+        let mut commit_end = None;
+        for (i, e) in entries.iter().enumerate() {
+            if i == split {
+                if let Some((c, last)) = commit {
+                    record::put_commit(&mut buf, c, last);
+                    commit_end = Some(w.end + buf.len() as u64);
+                }
+            }
+            if since >= self.cfg.index_interval {
+                points.push(IndexPoint {
+                    seq: first + i as u64,
+                    pos: w.end + buf.len() as u64,
+                    prev,
+                });
+                since = 0;
+            }
+            let before = buf.len();
+            record::put_entry(&mut buf, e.offset, &e.payload);
+            since += (buf.len() - before) as u64;
+            prev = e.offset;
+        }
+        if split == entries.len() {
+            if let Some((c, last)) = commit {
+                record::put_commit(&mut buf, c, last);
+                commit_end = Some(w.end + buf.len() as u64);
+            }
+        }
+        if buf.is_empty() {
+            return Ok(w.durable);
+        }
+        let res = file
+            .file
+            .write_all_at(&buf, w.end)
+            .map_err(Error::io("write", &file.path))
+            .and_then(|()| file.file.sync_data().map_err(Error::io("sync", &file.path)));
+        if let Err(e) = res {
+            warn!(shape = %crate::registry::display_id(&self.id), error = %e, "log write failed; writer poisoned");
+            w.poisoned = true;
+            return Err(e);
+        }
+        for p in points {
+            file.push_index(p);
+        }
+        w.end += buf.len() as u64;
+        w.since_index = since;
+        if let Some(ce) = commit_end {
+            w.commit_end = ce;
+        }
+        w.durable.entries = first + entries.len() as u64;
+        w.durable.last = prev;
+        if let Some((c, last)) = commit {
+            w.durable.committed = c;
+            w.durable.last_committed = last;
+        }
+        Ok(w.durable)
+    }
+
+    /// Truncates the uncommitted tail (entries after the last commit record)
+    /// so a new writer continues after the last committed entry.
+    pub(crate) fn discard_uncommitted(&self) -> Result<Durable> {
+        let mut w = self.state();
+        if w.durable.entries == w.durable.committed || w.poisoned {
+            return Ok(w.durable);
+        }
+        let file = Arc::clone(self.files().last().expect("a log always has a file"));
+        let _span =
+            info_span!("discard_uncommitted", shape = %crate::registry::display_id(&self.id))
+                .entered();
+        let res = file
+            .file
+            .set_len(w.commit_end)
+            .and_then(|()| file.file.sync_data())
+            .map_err(Error::io("truncate", &file.path));
+        if let Err(e) = res {
+            w.poisoned = true;
+            return Err(e);
+        }
+        debug!(
+            dropped = w.durable.entries - w.durable.committed,
+            "uncommitted tail discarded"
+        );
+        file.truncate_index(w.commit_end);
+        w.end = w.commit_end;
+        w.durable.entries = w.durable.committed;
+        w.durable.last = w.durable.last_committed;
+        Ok(w.durable)
+    }
+
+    /// Appends to `out` the entries numbered below `limit` whose offsets lie
+    /// in `(after, upto]`, in order. `limit` must not exceed the durable
+    /// entry count.
+    pub(crate) fn read(
+        &self,
+        after: LogOffset,
+        upto: LogOffset,
+        limit: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<()> {
+        if limit == 0 || upto <= after {
+            return Ok(());
+        }
+        let files: Vec<Arc<LogFile>> = {
+            let files = self.files();
+            let first = files.partition_point(|f| f.base <= after).saturating_sub(1);
+            files[first..]
+                .iter()
+                .take_while(|f| f.start < limit)
+                .cloned()
+                .collect()
+        };
+        for (i, f) in files.iter().enumerate() {
+            let end = files.get(i + 1).map_or(limit, |n| n.start.min(limit));
+            let point = f.seek(after);
+            let mut seq = point.seq;
+            let mut cur = f.cursor(point.pos);
+            while seq < end {
+                match cur.next()? {
+                    Next::Record(Record::Entry { offset, payload }, _) => {
+                        if offset > upto {
+                            return Ok(());
+                        }
+                        if offset > after {
+                            out.push(Entry { offset, payload });
+                        }
+                        seq += 1;
+                    }
+                    Next::Record(Record::Commit { .. }, _) => {}
+                    Next::End | Next::Bad(_) => {
+                        return Err(Error::Corrupt {
+                            path: f.path.clone(),
+                            detail: format!(
+                                "entry {seq} missing at byte {} (below the durable count {limit})",
+                                cur.pos()
+                            ),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

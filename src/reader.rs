@@ -1,0 +1,256 @@
+//! Reads: committed entries of one shape in an offset range, from memory and
+//! disk, exactly once each and in order.
+//!
+//! # The read protocol
+//!
+//! 1. Pin the epoch once.
+//! 2. Load the committed watermark `c`, then the segment `s` (that order:
+//!    see `buffer`'s orderings).
+//! 3. Take the entries numbered `[s.start, c)` in range from `s` by binary
+//!    search and a contiguous scan.
+//! 4. Unpin. Never hold a pin across disk I/O.
+//! 5. If the range reaches at or below `s.base`, read entries numbered below
+//!    `min(c, s.start)` from disk: they were durable before `s` was
+//!    published.
+//!
+//! If `s` is null the shape is *dead* (terminated, or no writer this
+//! process): everything below `c` is on disk, because terminate flushes
+//! before it retires.
+//!
+//! A trim, growth or terminate that runs during the read swaps the pointer
+//! but never mutates `s`, which stays allocated until this read unpins: the
+//! answer is the one of the instant of step 2 — no gap, duplicate or
+//! reordering. Such reads are counted as `raced`.
+//!
+//! # Invariants
+//!
+//! - The answer holds exactly the committed entries with offsets in
+//!   `(after, upto]` as of step 2, in increasing offset order.
+
+use crate::buffer::Buffer;
+use crate::log::ShapeLog;
+use crate::segment::{Entry, Segment};
+use crate::{LogOffset, Result};
+
+/// The answer to a read.
+///
+/// ```
+/// # fn main() -> shapebuf::Result<()> {
+/// use shapebuf::{LogOffset, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path())?;
+/// let mut w = store.writer("s")?;
+/// w.append(LogOffset::new(1, 0), "a")?;
+/// w.commit()?;
+/// w.terminate()?;
+/// let out = store.read("s", LogOffset::ZERO, LogOffset::MAX)?;
+/// assert_eq!(out.entries.len(), 1);
+/// assert!(out.dead, "a terminated shape is served from disk");
+/// assert_eq!(out.from_disk, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The committed entries in the range, in offset order.
+    pub entries: Vec<Entry>,
+    /// How many of them came from disk.
+    pub from_disk: usize,
+    /// The shape had no live buffer (terminated, or not opened for writing
+    /// in this process): the read was served from disk.
+    pub dead: bool,
+    /// A trim, growth or terminate replaced the segment while this read used
+    /// it; the answer is still exact (the retired segment stays intact until
+    /// the read ends).
+    pub raced: bool,
+}
+
+/// Where the disk part of a read comes from. Production: the shape's log.
+pub(crate) trait Disk {
+    /// Appends entries numbered below `limit` with offsets in `(after, upto]`.
+    fn read(
+        &self,
+        after: LogOffset,
+        upto: LogOffset,
+        limit: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<()>;
+}
+
+impl Disk for ShapeLog {
+    fn read(
+        &self,
+        after: LogOffset,
+        upto: LogOffset,
+        limit: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<()> {
+        ShapeLog::read(self, after, upto, limit, out)
+    }
+}
+
+/// The in-memory part of a read, decided under the pin.
+struct Plan {
+    /// Read entries numbered below this from disk (0: none).
+    disk_limit: u64,
+    dead: bool,
+    raced: bool,
+}
+
+/// Indices `[i, j)` of `seg` that hold committed entries in `(after, upto]`,
+/// and the disk plan.
+fn plan(
+    buffer: &Buffer,
+    seg: Option<&Segment>,
+    committed: u64,
+    after: LogOffset,
+    upto: LogOffset,
+    guard: &crate::sync::Guard,
+) -> (Plan, usize, usize) {
+    let Some(seg) = seg else {
+        return (
+            Plan {
+                disk_limit: committed,
+                dead: true,
+                raced: false,
+            },
+            0,
+            0,
+        );
+    };
+    let visible = committed.saturating_sub(seg.start());
+    let n = seg
+        .published_len()
+        .min(usize::try_from(visible).unwrap_or(usize::MAX));
+    let i = seg.first_after(after, n);
+    let mut j = i;
+    while j < n && seg.get(j).offset <= upto {
+        j += 1;
+    }
+    let disk_limit = if after < seg.base() {
+        committed.min(seg.start())
+    } else {
+        0
+    };
+    let raced = !buffer.is_current(seg, guard);
+    if raced {
+        tracing::trace!("read raced a segment swap; served from the retired segment");
+    }
+    (
+        Plan {
+            disk_limit,
+            dead: false,
+            raced,
+        },
+        i,
+        j,
+    )
+}
+
+/// Reads committed entries with offsets in `(after, upto]`.
+pub(crate) fn read(
+    buffer: &Buffer,
+    disk: &impl Disk,
+    after: LogOffset,
+    upto: LogOffset,
+) -> Result<ReadOutcome> {
+    if upto <= after {
+        return Ok(ReadOutcome::default());
+    }
+    let guard = buffer.pin();
+    let view = buffer.view(&guard);
+    let (plan, i, j) = plan(buffer, view.segment, view.committed, after, upto, &guard);
+    let mem: Vec<Entry> = match view.segment {
+        Some(seg) => (i..j).map(|k| seg.get(k).clone()).collect(),
+        None => Vec::new(),
+    };
+    drop(guard);
+    finish(disk, after, upto, plan, mem)
+}
+
+fn finish(
+    disk: &impl Disk,
+    after: LogOffset,
+    upto: LogOffset,
+    plan: Plan,
+    mem: Vec<Entry>,
+) -> Result<ReadOutcome> {
+    if plan.dead {
+        tracing::debug!("dead buffer: read served from disk");
+    }
+    if plan.disk_limit == 0 {
+        return Ok(ReadOutcome {
+            entries: mem,
+            from_disk: 0,
+            dead: plan.dead,
+            raced: plan.raced,
+        });
+    }
+    let mut entries = Vec::new();
+    disk.read(after, upto, plan.disk_limit, &mut entries)?;
+    let from_disk = entries.len();
+    entries.extend(mem);
+    Ok(ReadOutcome {
+        entries,
+        from_disk,
+        dead: plan.dead,
+        raced: plan.raced,
+    })
+}
+
+/// Statistics of a [`visit`](crate::ShapeHandle::visit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VisitOutcome {
+    /// Entries visited.
+    pub visited: usize,
+    /// How many came from disk.
+    pub from_disk: usize,
+    /// As [`ReadOutcome::dead`].
+    pub dead: bool,
+    /// As [`ReadOutcome::raced`].
+    pub raced: bool,
+}
+
+/// Calls `f` on each committed entry in `(after, upto]`, in order. Entries in
+/// memory are lent under the epoch pin (no refcount traffic); when part of
+/// the range is on disk the memory part is cloned first, the pin dropped, and
+/// the disk part read.
+pub(crate) fn visit(
+    buffer: &Buffer,
+    disk: &impl Disk,
+    after: LogOffset,
+    upto: LogOffset,
+    mut f: impl FnMut(&Entry),
+) -> Result<VisitOutcome> {
+    if upto <= after {
+        return Ok(VisitOutcome::default());
+    }
+    let guard = buffer.pin();
+    let view = buffer.view(&guard);
+    let (plan, i, j) = plan(buffer, view.segment, view.committed, after, upto, &guard);
+    if plan.disk_limit == 0 {
+        if let Some(seg) = view.segment {
+            for k in i..j {
+                f(seg.get(k));
+            }
+        }
+        return Ok(VisitOutcome {
+            visited: j - i,
+            from_disk: 0,
+            dead: plan.dead,
+            raced: plan.raced,
+        });
+    }
+    let mem: Vec<Entry> = match view.segment {
+        Some(seg) => (i..j).map(|k| seg.get(k).clone()).collect(),
+        None => Vec::new(),
+    };
+    drop(guard);
+    let out = finish(disk, after, upto, plan, mem)?;
+    out.entries.iter().for_each(&mut f);
+    Ok(VisitOutcome {
+        visited: out.entries.len(),
+        from_disk: out.from_disk,
+        dead: out.dead,
+        raced: out.raced,
+    })
+}

@@ -1,0 +1,133 @@
+//! The registry: shape id -> shape slot, for lookups that never block.
+//!
+//! # Structure
+//!
+//! A fixed array of [`SHARDS`] shards, each an immutable `HashMap` published
+//! through arc-swap ([`Published`]). A lookup hashes the id, loads its
+//! shard (wait-free) and probes the map. Adding or removing a shape copies
+//! only its shard (about `n / 4096` entries) under that shard's writer
+//! lock, so publish cost stays flat as the table grows; at 1,000,000 shapes
+//! a shard holds ~250 entries. See docs/design.md for the measurements
+//! behind the choice.
+//!
+//! A slot lives as long as its shape is known: terminate does not remove it,
+//! it only empties the slot's buffer (the segment pointer), so a
+//! [`ShapeHandle`](crate::ShapeHandle) stays valid across terminate and
+//! restart and the shape's durable metadata stays readable.
+//!
+//! # Orderings
+//!
+//! Publication is arc-swap's (a load sees a complete map published by some
+//! store, and every store before the load began); shard writers serialise on
+//! a per-shard mutex so no insert is lost between copy and store.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::buffer::Buffer;
+use crate::log::ShapeLog;
+use crate::sync::{lock, Mutex, Published};
+
+/// The number of registry shards.
+pub(crate) const SHARDS: usize = 4096;
+
+/// Everything the store knows about one shape: its id, its in-memory buffer
+/// (watermarks + segment pointer, which terminate empties) and its log.
+pub(crate) struct Slot {
+    pub(crate) id: Bytes,
+    pub(crate) buffer: Arc<Buffer>,
+    pub(crate) log: ShapeLog,
+}
+
+type Map = HashMap<Bytes, Arc<Slot>>;
+
+struct Shard {
+    map: Published<Map>,
+    writer: Mutex<()>,
+}
+
+pub(crate) struct Registry {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        Registry {
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    map: Published::new(Arc::new(Map::new())),
+                    writer: Mutex::new(()),
+                })
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, id: &[u8]) -> &Shard {
+        let h = self.hasher.hash_one(id) as usize;
+        &self.shards[h % SHARDS]
+    }
+
+    /// The slot of `id`, if the shape is known.
+    pub(crate) fn get(&self, id: &[u8]) -> Option<Arc<Slot>> {
+        self.shard(id).map.load().get(id).cloned()
+    }
+
+    /// Returns the slot of `id`, creating it with `make` if it is absent.
+    /// `make` runs under the shard's writer lock (it may do I/O: creating a
+    /// shape's first file), so two racing creators cannot both create.
+    pub(crate) fn get_or_insert_with<E>(
+        &self,
+        id: &[u8],
+        make: impl FnOnce() -> Result<Arc<Slot>, E>,
+    ) -> Result<Arc<Slot>, E> {
+        let shard = self.shard(id);
+        if let Some(s) = shard.map.load().get(id) {
+            return Ok(Arc::clone(s));
+        }
+        let _w = lock(&shard.writer);
+        let cur = shard.map.load();
+        if let Some(s) = cur.get(id) {
+            return Ok(Arc::clone(s));
+        }
+        let slot = make()?;
+        let mut next = Map::clone(&cur);
+        next.insert(slot.id.clone(), Arc::clone(&slot));
+        shard.map.store(Arc::new(next));
+        Ok(slot)
+    }
+
+    /// Calls `f` on every slot (a snapshot per shard).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Slot>)) {
+        for shard in self.shards.iter() {
+            for slot in shard.map.load().values() {
+                f(slot);
+            }
+        }
+    }
+
+    /// The number of known shapes.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.map.load().len()).sum()
+    }
+}
+
+/// A printable form of an untrusted shape id for messages and traces:
+/// UTF-8 text is shown as is (escaped), anything else as hex, and long ids
+/// are cut.
+pub(crate) fn display_id(id: &[u8]) -> String {
+    const MAX: usize = 64;
+    let cut = &id[..id.len().min(MAX)];
+    let mut s = match std::str::from_utf8(cut) {
+        Ok(t) => t.escape_debug().to_string(),
+        Err(_) => cut.iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    if id.len() > MAX {
+        s.push_str(&format!("...({} bytes)", id.len()));
+    }
+    s
+}

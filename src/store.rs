@@ -1,0 +1,432 @@
+//! The store: opens a directory, recovers its shapes, and hands out writers,
+//! handles and reads.
+//!
+//! # Shape ids and file names
+//!
+//! Shape ids are untrusted bytes (any length up to
+//! [`MAX_ID`](crate::MAX_ID), `/`, `..`, NUL, non-UTF-8). They never become
+//! part of a path: a shape's files are named by a *stem*
+//! `<fnv-1a-64 hex>-<n>`, with `n` the smallest number no other shape uses,
+//! and the id itself is stored in every file header. Two ids with the same
+//! hash get different stems; on open, ids are read back from the headers.
+//!
+//! # Layout
+//!
+//! `<dir>/shapes/<stem>.<start>.log` (see docs/format.md).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::info;
+
+use crate::buffer::{Buffer, RetiredBytes};
+use crate::fs::{Fs, RealFs};
+use crate::log::{self, LogConfig, ShapeLog};
+use crate::reader::{self, ReadOutcome, VisitOutcome};
+use crate::registry::{display_id, Registry, Slot};
+use crate::segment::Entry;
+use crate::sync::Epoch;
+use crate::writer::ShapeWriter;
+use crate::{Error, LogOffset, Result};
+
+/// Store settings. `Config::default()` is what production should start from.
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = shapebuf::Config { flush_bytes: 1 << 20, ..Default::default() };
+/// assert_eq!(cfg.flush_interval, Duration::from_secs(1));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// A writer flushes when this many bytes are pending (default 64 KiB).
+    pub flush_bytes: usize,
+    /// [`ShapeWriter::tick`] flushes pending data this long after the last
+    /// flush (default 1 s).
+    pub flush_interval: Duration,
+    /// Slots in a fresh in-memory segment (default 64; segments double when
+    /// full).
+    pub segment_capacity: usize,
+    /// One sparse index point per this many bytes of log (default 10 MiB).
+    pub index_interval: u64,
+    /// Start a new log file once the current one reaches this size
+    /// (default 64 MiB).
+    pub file_bytes: u64,
+    /// The largest payload `append` accepts (default 16 MiB, at most
+    /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD)).
+    pub max_payload: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            flush_bytes: 64 << 10,
+            flush_interval: Duration::from_secs(1),
+            segment_capacity: 64,
+            index_interval: 10 << 20,
+            file_bytes: 64 << 20,
+            max_payload: 16 << 20,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    fs: Arc<dyn Fs>,
+    pub(crate) config: Config,
+    registry: Registry,
+    epoch: Epoch,
+    retired: Arc<RetiredBytes>,
+    stems: Mutex<HashSet<String>>,
+}
+
+/// A directory of shape logs with their in-memory buffers.
+///
+/// Cheap to clone (shared); `Send + Sync`.
+///
+/// ```
+/// # fn main() -> shapebuf::Result<()> {
+/// use shapebuf::{LogOffset, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path())?;
+/// let mut w = store.writer("shape-1")?;
+/// w.append(LogOffset::new(1, 0), "insert")?;
+/// w.commit()?;
+/// let read = store.read("shape-1", LogOffset::ZERO, LogOffset::MAX)?;
+/// assert_eq!(&read.entries[0].payload[..], b"insert");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("shapes", &self.inner.registry.len())
+            .finish()
+    }
+}
+
+fn fnv1a(id: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in id {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn check_id(id: &[u8]) -> Result<()> {
+    if id.is_empty() || id.len() > log::record::MAX_ID {
+        return Err(Error::BadShapeId {
+            len: id.len(),
+            max: log::record::MAX_ID,
+        });
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` with default settings,
+    /// recovering every shape found there.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, Config::default())
+    }
+
+    /// Opens the store in `dir` with `config`.
+    pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        Store::open_with_fs(dir, config, Arc::new(RealFs))
+    }
+
+    /// Opens the store in `dir` with `config`, doing all file I/O through
+    /// `fs` (for fault injection and simulated power loss).
+    pub fn open_with_fs(
+        dir: impl AsRef<Path>,
+        mut config: Config,
+        fs: Arc<dyn Fs>,
+    ) -> Result<Store> {
+        config.max_payload = config.max_payload.min(log::record::MAX_PAYLOAD);
+        config.segment_capacity = config.segment_capacity.max(1);
+        let dir = dir.as_ref().join("shapes");
+        fs.create_dir_all(&dir)
+            .map_err(Error::io("create directory", &dir))?;
+        if let Some(parent) = dir.parent() {
+            fs.sync_dir(parent)
+                .map_err(Error::io("sync directory", parent))?;
+        }
+        let inner = Arc::new(Inner {
+            dir,
+            fs,
+            config,
+            registry: Registry::new(),
+            epoch: Epoch::new(),
+            retired: Arc::default(),
+            stems: Mutex::new(HashSet::new()),
+        });
+        let lcfg = inner.log_config();
+        let logs = log::list_logs(inner.fs.as_ref(), &inner.dir)?;
+        let mut recovered = 0usize;
+        for (stem, files) in &logs {
+            let Some((shape_log, durable)) =
+                log::recover(Arc::clone(&inner.fs), &inner.dir, stem, files, lcfg)?
+            else {
+                continue;
+            };
+            let id = shape_log.id().clone();
+            let slot = Arc::new(Slot {
+                id: id.clone(),
+                buffer: Arc::new(inner.buffer(durable.committed)),
+                log: shape_log,
+            });
+            inner
+                .registry
+                .get_or_insert_with(&id, || Ok::<_, Error>(slot))?;
+            inner.stems_lock().insert(stem.clone());
+            recovered += 1;
+        }
+        info!(dir = %inner.dir.display(), shapes = recovered, "store opened");
+        Ok(Store { inner })
+    }
+
+    /// The writer of shape `id`, creating the shape if it is new. A shape
+    /// has at most one live writer: a second call while the first lives is
+    /// [`Error::WriterActive`]. A writer of a terminated shape continues its
+    /// log after the last committed entry.
+    pub fn writer(&self, id: impl AsRef<[u8]>) -> Result<ShapeWriter> {
+        let id = id.as_ref();
+        check_id(id)?;
+        let slot = self
+            .inner
+            .registry
+            .get_or_insert_with(id, || self.inner.create_slot(id))?;
+        let token = slot
+            .buffer
+            .claim()
+            .ok_or_else(|| Error::WriterActive(display_id(id)))?;
+        ShapeWriter::open(Arc::clone(&self.inner), slot, token)
+    }
+
+    /// A handle on shape `id` that reads without a registry lookup and stays
+    /// valid across terminate and restart of the shape.
+    pub fn handle(&self, id: impl AsRef<[u8]>) -> Result<ShapeHandle> {
+        let id = id.as_ref();
+        let slot = self
+            .inner
+            .registry
+            .get(id)
+            .ok_or_else(|| Error::UnknownShape(display_id(id)))?;
+        Ok(ShapeHandle {
+            inner: Arc::clone(&self.inner),
+            slot,
+        })
+    }
+
+    /// The committed entries of shape `id` with offsets in `(after, upto]`,
+    /// in order. An unknown shape is [`Error::UnknownShape`].
+    pub fn read(
+        &self,
+        id: impl AsRef<[u8]>,
+        after: LogOffset,
+        upto: LogOffset,
+    ) -> Result<ReadOutcome> {
+        let id = id.as_ref();
+        let slot = self
+            .inner
+            .registry
+            .get(id)
+            .ok_or_else(|| Error::UnknownShape(display_id(id)))?;
+        reader::read(&slot.buffer, &slot.log, after, upto)
+    }
+
+    /// Whether shape `id` is known (has a log).
+    pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
+        self.inner.registry.get(id.as_ref()).is_some()
+    }
+
+    /// The number of known shapes.
+    pub fn shape_count(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// The ids of every known shape.
+    pub fn shapes(&self) -> Vec<Bytes> {
+        let mut v = Vec::new();
+        self.inner.registry.for_each(|s| v.push(s.id.clone()));
+        v
+    }
+
+    /// Bytes of retired segments that the epoch collector has not freed yet
+    /// (they wait for readers pinned before their retirement to unpin).
+    pub fn retired_bytes(&self) -> u64 {
+        self.inner.retired.get()
+    }
+
+    /// Runs pending epoch reclamation on this thread (it also runs on its
+    /// own as threads pin).
+    pub fn collect(&self) {
+        let guard = self.inner.epoch.pin();
+        guard.flush();
+    }
+
+    /// The directory the shape logs live in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Inner {
+    fn log_config(&self) -> LogConfig {
+        LogConfig {
+            file_bytes: self.config.file_bytes,
+            index_interval: self.config.index_interval,
+        }
+    }
+
+    fn buffer(&self, committed: u64) -> Buffer {
+        Buffer::new(committed, self.epoch.clone(), Arc::clone(&self.retired))
+    }
+
+    fn stems_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.stems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn create_slot(&self, id: &[u8]) -> Result<Arc<Slot>> {
+        let stem = {
+            let mut stems = self.stems_lock();
+            let h = fnv1a(id);
+            let stem = (0u64..)
+                .map(|n| format!("{h:016x}-{n}"))
+                .find(|s| !stems.contains(s))
+                .expect("a free stem exists");
+            stems.insert(stem.clone());
+            stem
+        };
+        let id = Bytes::copy_from_slice(id);
+        let log = ShapeLog::create(
+            Arc::clone(&self.fs),
+            &self.dir,
+            stem.clone(),
+            id.clone(),
+            self.log_config(),
+        )
+        .inspect_err(|_| {
+            self.stems_lock().remove(&stem);
+        })?;
+        Ok(Arc::new(Slot {
+            id,
+            buffer: Arc::new(self.buffer(0)),
+            log,
+        }))
+    }
+}
+
+/// A handle on one shape: reads without a registry lookup, valid across
+/// terminate and restart of the shape.
+///
+/// ```
+/// # fn main() -> shapebuf::Result<()> {
+/// use shapebuf::{LogOffset, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path())?;
+/// let mut w = store.writer("s")?;
+/// let h = store.handle("s")?;
+/// w.append(LogOffset::new(1, 0), "a")?;
+/// w.commit()?;
+/// w.terminate()?;
+/// let mut w = store.writer("s")?; // restart
+/// w.append(LogOffset::new(2, 0), "b")?;
+/// w.commit()?;
+/// assert_eq!(h.read(LogOffset::ZERO, LogOffset::MAX)?.entries.len(), 2);
+/// assert_eq!(h.committed(), LogOffset::new(2, 0));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ShapeHandle {
+    inner: Arc<Inner>,
+    slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for ShapeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShapeHandle")
+            .field("shape", &display_id(&self.slot.id))
+            .finish()
+    }
+}
+
+impl ShapeHandle {
+    /// The shape's id.
+    pub fn id(&self) -> &[u8] {
+        &self.slot.id
+    }
+
+    /// The committed entries with offsets in `(after, upto]`, in order.
+    pub fn read(&self, after: LogOffset, upto: LogOffset) -> Result<ReadOutcome> {
+        reader::read(&self.slot.buffer, &self.slot.log, after, upto)
+    }
+
+    /// Calls `f` on each committed entry with offset in `(after, upto]`, in
+    /// order, lending in-memory entries without cloning them.
+    ///
+    /// # Contract
+    ///
+    /// For entries served from memory, `f` runs while this thread holds an
+    /// epoch pin on the store: memory retired by any writer of the store
+    /// cannot be freed until `f` returns. `f` must not block, sleep, do I/O
+    /// or call back into the store; copy what it needs and return.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// # use shapebuf::{LogOffset, Store};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = Store::open(dir.path())?;
+    /// # let mut w = store.writer("s")?;
+    /// # w.append(LogOffset::new(1, 0), "abc")?; w.commit()?;
+    /// let h = store.handle("s")?;
+    /// let mut total = 0;
+    /// h.visit(LogOffset::ZERO, LogOffset::MAX, |e| total += e.payload.len())?;
+    /// assert_eq!(total, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn visit(
+        &self,
+        after: LogOffset,
+        upto: LogOffset,
+        f: impl FnMut(&Entry),
+    ) -> Result<VisitOutcome> {
+        reader::visit(&self.slot.buffer, &self.slot.log, after, upto, f)
+    }
+
+    /// The offset of the last committed entry ([`LogOffset::ZERO`] if none).
+    pub fn committed(&self) -> LogOffset {
+        let buffer = &self.slot.buffer;
+        let guard = buffer.pin();
+        let view = buffer.view(&guard);
+        if let Some(seg) = view.segment {
+            if view.committed > seg.start() {
+                return seg.get((view.committed - 1 - seg.start()) as usize).offset;
+            }
+        }
+        drop(guard);
+        self.slot.log.durable().last_committed
+    }
+
+    /// Whether a writer's buffer is published (the shape is not dead).
+    pub fn is_live(&self) -> bool {
+        self.slot.buffer.is_live()
+    }
+
+    /// The store this handle belongs to.
+    pub fn store(&self) -> Store {
+        Store {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}

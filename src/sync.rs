@@ -1,0 +1,217 @@
+//! The loom facade: every atomic, cell and pointer that takes part in a
+//! concurrency protocol comes from here, so that the loom models in
+//! `loom-tests/` check the code that ships.
+//!
+//! Under `cfg(loom)` (with `--cfg crossbeam_loom` and the `loom` feature,
+//! which puts crossbeam-epoch in its loom mode) the atomics and
+//! [`UnsafeCell`] are loom's, and [`Published`] (arc-swap in production) is a
+//! loom mutex around an `Arc`: arc-swap has no loom support, and the contract
+//! the registry relies on (a load returns a complete value published by some
+//! `store`, and a `store` is visible to every load that starts after it) is
+//! the same for both.
+//!
+//! [`pin`] pins the store's own epoch collector (never the process-global
+//! one) through a per-thread handle cache.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+
+pub(crate) use crossbeam_epoch::{Atomic, Collector, Guard, Owned, Shared};
+
+use std::sync::Arc;
+
+/// Reads an atomic the caller owns exclusively (`&mut`): no ordering needed.
+pub(crate) fn exclusive_usize(a: &mut AtomicUsize) -> usize {
+    #[cfg(not(loom))]
+    {
+        *a.get_mut()
+    }
+    #[cfg(loom)]
+    {
+        a.with_mut(|v| *v)
+    }
+}
+
+/// Locks a mutex, recovering the data if a previous holder panicked: every
+/// critical section in this crate leaves its data consistent at each step,
+/// so poisoning carries no information here.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    #[cfg(not(loom))]
+    {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    #[cfg(loom)]
+    {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A cell for slot data whose synchronisation is provided by an atomic
+/// elsewhere (the segment's published length). Under loom every access is
+/// checked for a happens-before edge to the last write.
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(
+    #[cfg(not(loom))] std::cell::UnsafeCell<T>,
+    #[cfg(loom)] loom::cell::UnsafeCell<T>,
+);
+
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(v: T) -> Self {
+        #[cfg(not(loom))]
+        {
+            UnsafeCell(std::cell::UnsafeCell::new(v))
+        }
+        #[cfg(loom)]
+        {
+            UnsafeCell(loom::cell::UnsafeCell::new(v))
+        }
+    }
+
+    /// Runs `f` with a shared pointer to the contents.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(self.0.get())
+        }
+        #[cfg(loom)]
+        {
+            self.0.with(f)
+        }
+    }
+
+    /// Runs `f` with a mutable pointer to the contents.
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(self.0.get())
+        }
+        #[cfg(loom)]
+        {
+            self.0.with_mut(f)
+        }
+    }
+}
+
+/// An atomically replaceable `Arc<T>`: arc-swap in production, a loom mutex
+/// under loom (same contract: loads see a complete published value).
+pub(crate) struct Published<T> {
+    #[cfg(not(loom))]
+    inner: arc_swap::ArcSwap<T>,
+    #[cfg(loom)]
+    inner: Mutex<Arc<T>>,
+}
+
+/// What [`Published::load`] returns: derefs to the published value.
+#[cfg(not(loom))]
+pub(crate) type PublishedGuard<T> = arc_swap::Guard<Arc<T>>;
+/// What [`Published::load`] returns: derefs to the published value.
+#[cfg(loom)]
+pub(crate) type PublishedGuard<T> = Arc<T>;
+
+impl<T> Published<T> {
+    pub(crate) fn new(v: Arc<T>) -> Self {
+        #[cfg(not(loom))]
+        {
+            Published {
+                inner: arc_swap::ArcSwap::new(v),
+            }
+        }
+        #[cfg(loom)]
+        {
+            Published {
+                inner: Mutex::new(v),
+            }
+        }
+    }
+
+    /// Wait-free in production (arc-swap's fast path).
+    pub(crate) fn load(&self) -> PublishedGuard<T> {
+        #[cfg(not(loom))]
+        {
+            self.inner.load()
+        }
+        #[cfg(loom)]
+        {
+            Arc::clone(&lock(&self.inner))
+        }
+    }
+
+    /// Replaces the value. Callers serialise their read-modify-write cycles
+    /// with their own lock; this is only the publication.
+    pub(crate) fn store(&self, v: Arc<T>) {
+        #[cfg(not(loom))]
+        {
+            self.inner.store(v)
+        }
+        #[cfg(loom)]
+        {
+            *lock(&self.inner) = v;
+        }
+    }
+}
+
+/// The store's own epoch domain: a dedicated crossbeam-epoch [`Collector`]
+/// (so a host's long-held pins on the global collector cannot stall this
+/// table's reclamation, nor ours the host's) and a liveness token that lets
+/// per-thread handle caches drop handles of dead domains.
+#[derive(Clone, Debug)]
+pub(crate) struct Epoch {
+    collector: Collector,
+    #[cfg(not(loom))]
+    alive: Arc<()>,
+}
+
+impl Epoch {
+    pub(crate) fn new() -> Self {
+        Epoch {
+            collector: Collector::new(),
+            #[cfg(not(loom))]
+            alive: Arc::new(()),
+        }
+    }
+
+    /// Pins this domain on the current thread.
+    ///
+    /// Production keeps one registered handle per (thread, domain) in a
+    /// thread-local cache, so a pin costs what pinning crossbeam's global
+    /// collector costs. Handles of dropped domains are released the next
+    /// time the thread registers a new one.
+    #[cfg(not(loom))]
+    pub(crate) fn pin(&self) -> Guard {
+        use crossbeam_epoch::LocalHandle;
+        use std::cell::RefCell;
+        use std::sync::Weak;
+
+        thread_local! {
+            static HANDLES: RefCell<Vec<(Weak<()>, LocalHandle)>> = const { RefCell::new(Vec::new()) };
+        }
+        HANDLES.with(|cell| {
+            let mut handles = cell.borrow_mut();
+            if let Some((_, h)) = handles
+                .iter()
+                .find(|(_, h)| h.collector() == &self.collector)
+            {
+                return h.pin();
+            }
+            handles.retain(|(alive, _)| alive.strong_count() > 0);
+            let h = self.collector.register();
+            let g = h.pin();
+            handles.push((Arc::downgrade(&self.alive), h));
+            g
+        })
+    }
+
+    /// Under loom every pin registers a fresh handle: models are small, and
+    /// a thread-local cache would outlive the model's collector.
+    #[cfg(loom)]
+    pub(crate) fn pin(&self) -> Guard {
+        self.collector.register().pin()
+    }
+}

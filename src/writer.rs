@@ -1,0 +1,322 @@
+//! The shape writer: append, commit, flush, terminate.
+//!
+//! # Invariants
+//!
+//! - One writer per shape (the buffer's writer claim); a second is refused
+//!   with [`Error::WriterActive`].
+//! - `append` accepts only strictly increasing offsets above
+//!   [`LogOffset::ZERO`]; appended entries are invisible until `commit`.
+//! - `flush` writes every appended entry not yet on disk and a commit record,
+//!   syncs, publishes `persisted`, and only then trims the in-memory buffer,
+//!   so a reader that finds an entry missing from memory finds it on disk.
+//! - A failed write or sync poisons the writer: `persisted` does not move,
+//!   the buffer keeps every entry (readers still see every committed one),
+//!   and every later call fails until a new writer recovers the shape.
+//! - `terminate` = flush, then retire the buffer (unpublish + deferred
+//!   free). It never waits for readers.
+//! - Dropping a writer without terminating only releases the claim: the
+//!   buffer stays readable, and the next writer flushes what its
+//!   predecessor committed and discards what it did not.
+//! - No epoch pin is held across disk I/O.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, info_span};
+
+use crate::buffer::WriterToken;
+use crate::log::Durable;
+use crate::registry::{display_id, Slot};
+use crate::segment::Entry;
+use crate::store::Inner;
+use crate::{Error, LogOffset, Result};
+
+/// The single writer of one shape. Obtain it with
+/// [`Store::writer`](crate::Store::writer).
+///
+/// ```
+/// # fn main() -> shapebuf::Result<()> {
+/// use shapebuf::{LogOffset, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path())?;
+/// let mut w = store.writer("orders")?;
+/// w.append(LogOffset::new(1, 0), "a")?;
+/// w.append(LogOffset::new(1, 1), "b")?;
+/// assert_eq!(store.read("orders", LogOffset::ZERO, LogOffset::MAX)?.entries.len(), 0);
+/// w.commit()?;
+/// assert_eq!(store.read("orders", LogOffset::ZERO, LogOffset::MAX)?.entries.len(), 2);
+/// w.flush()?;
+/// w.terminate()?;
+/// # Ok(()) }
+/// ```
+pub struct ShapeWriter {
+    inner: Arc<Inner>,
+    slot: Arc<Slot>,
+    token: WriterToken,
+    appended: u64,
+    last: LogOffset,
+    committed: u64,
+    last_committed: LogOffset,
+    durable: Durable,
+    pending_bytes: usize,
+    last_flush: Instant,
+    broken: Option<&'static str>,
+}
+
+impl std::fmt::Debug for ShapeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShapeWriter")
+            .field("shape", &display_id(&self.slot.id))
+            .field("appended", &self.appended)
+            .field("committed", &self.committed)
+            .field("durable", &self.durable)
+            .finish()
+    }
+}
+
+impl ShapeWriter {
+    /// Takes over `slot` with `token`: flushes what a dropped predecessor
+    /// committed, discards what it did not, and publishes a fresh segment.
+    pub(crate) fn open(inner: Arc<Inner>, slot: Arc<Slot>, mut token: WriterToken) -> Result<Self> {
+        let _span = info_span!("writer_open", shape = %display_id(&slot.id)).entered();
+        let buffer_committed = token.buffer().committed();
+        let durable = slot.log.durable();
+        if buffer_committed > durable.committed {
+            // A predecessor committed entries and was dropped before flushing
+            // them: they are still in its segment. Write them now.
+            let guard = token.buffer().pin();
+            let mut missing = Vec::new();
+            let mut last = durable.last_committed;
+            if let Some(seg) = token.current(&guard) {
+                let from = durable.entries.max(seg.start());
+                for seq in from..buffer_committed {
+                    let e = seg.get((seq - seg.start()) as usize);
+                    last = e.offset;
+                    missing.push(e.clone());
+                }
+            }
+            drop(guard);
+            debug!(
+                entries = missing.len(),
+                "flushing entries a dropped writer committed"
+            );
+            slot.log.append(&missing, Some((buffer_committed, last)))?;
+        }
+        let durable = slot.log.discard_uncommitted()?;
+        token.publish_persisted(durable.entries);
+        let guard = token.buffer().pin();
+        token.install(
+            durable.committed,
+            durable.last_committed,
+            inner.config.segment_capacity,
+            &guard,
+        );
+        drop(guard);
+        Ok(ShapeWriter {
+            inner,
+            slot,
+            token,
+            appended: durable.committed,
+            last: durable.last_committed,
+            committed: durable.committed,
+            last_committed: durable.last_committed,
+            durable,
+            pending_bytes: 0,
+            last_flush: Instant::now(),
+            broken: None,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.broken {
+            None => Ok(()),
+            Some(reason) => Err(Error::WriterClosed {
+                shape: display_id(&self.slot.id),
+                reason,
+            }),
+        }
+    }
+
+    /// The shape's id.
+    pub fn shape(&self) -> &[u8] {
+        &self.slot.id
+    }
+
+    /// Appends an entry to the open transaction. `offset` must be greater
+    /// than every offset the shape holds. The entry is invisible to readers
+    /// until [`ShapeWriter::commit`]. May flush (see
+    /// [`Config::flush_bytes`](crate::Config::flush_bytes)).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = shapebuf::Store::open(dir.path()).unwrap();
+    /// use shapebuf::{Error, LogOffset};
+    /// let mut w = store.writer("s").unwrap();
+    /// w.append(LogOffset::new(5, 0), "x").unwrap();
+    /// let err = w.append(LogOffset::new(4, 9), "y").unwrap_err();
+    /// assert!(matches!(err, Error::NonIncreasingOffset { .. }));
+    /// ```
+    pub fn append(&mut self, offset: LogOffset, payload: impl Into<Bytes>) -> Result<()> {
+        self.check()?;
+        let payload = payload.into();
+        if offset == LogOffset::ZERO {
+            return Err(Error::ZeroOffset);
+        }
+        if offset <= self.last {
+            return Err(Error::NonIncreasingOffset {
+                last: self.last,
+                got: offset,
+            });
+        }
+        let max = self.inner.config.max_payload;
+        if payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        self.pending_bytes += payload.len() + 25;
+        let guard = self.token.buffer().pin();
+        self.token.append(Entry { offset, payload }, &guard);
+        drop(guard);
+        self.appended += 1;
+        self.last = offset;
+        if self.pending_bytes >= self.inner.config.flush_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction: every appended entry becomes visible to
+    /// readers. Returns the offset of the last committed entry.
+    pub fn commit(&mut self) -> Result<LogOffset> {
+        self.check()?;
+        if self.appended > self.committed {
+            self.token.commit(self.appended);
+            self.committed = self.appended;
+            self.last_committed = self.last;
+        }
+        Ok(self.last_committed)
+    }
+
+    /// Writes every appended entry not yet on disk (and the commit point) to
+    /// the log, syncs it, publishes the new persisted count and trims the
+    /// in-memory buffer. Returns what is now durable.
+    pub fn flush(&mut self) -> Result<Flushed> {
+        self.check()?;
+        let nothing_new =
+            self.appended == self.durable.entries && self.committed == self.durable.committed;
+        if nothing_new {
+            self.last_flush = Instant::now();
+            return Ok(self.flushed());
+        }
+        let _span = info_span!("flush", shape = %display_id(&self.slot.id)).entered();
+        // Collect under a pin (cheap refcount clones), write with no pin held.
+        let guard = self.token.buffer().pin();
+        let pending: Vec<Entry> = match self.token.current(&guard) {
+            Some(seg) => (self.durable.entries..self.appended)
+                .map(|seq| seg.get((seq - seg.start()) as usize).clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        drop(guard);
+        let commit = (self.committed > self.durable.committed)
+            .then_some((self.committed, self.last_committed));
+        match self.slot.log.append(&pending, commit) {
+            Ok(d) => self.durable = d,
+            Err(e) => {
+                self.broken =
+                    Some("a write or sync of its log failed; open a new writer to recover");
+                return Err(e);
+            }
+        }
+        self.token.publish_persisted(self.durable.entries);
+        let guard = self.token.buffer().pin();
+        self.token.trim(
+            self.durable.entries,
+            self.durable.last,
+            self.inner.config.segment_capacity,
+            &guard,
+        );
+        drop(guard);
+        debug!(
+            entries = pending.len(),
+            bytes = self.pending_bytes,
+            "flushed and trimmed"
+        );
+        self.pending_bytes = 0;
+        self.last_flush = Instant::now();
+        Ok(self.flushed())
+    }
+
+    /// Flushes if anything is pending and the flush interval
+    /// ([`Config::flush_interval`](crate::Config::flush_interval)) has passed
+    /// since the last flush. Hosts call this from their own timer; returns
+    /// whether it flushed.
+    pub fn tick(&mut self) -> Result<bool> {
+        self.check()?;
+        let pending =
+            self.appended > self.durable.entries || self.committed > self.durable.committed;
+        if pending && self.last_flush.elapsed() >= self.inner.config.flush_interval {
+            self.flush()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Flushes, then unpublishes and retires the buffer. Readers that hold
+    /// the retired segment finish their reads from it; later readers find
+    /// the shape dead and read from disk. Never waits for readers. An open
+    /// (uncommitted) transaction is discarded.
+    ///
+    /// On error the writer is dropped without retiring: the buffer stays
+    /// readable, and the next writer recovers the shape.
+    pub fn terminate(mut self) -> Result<Flushed> {
+        let _span = info_span!("terminate", shape = %display_id(&self.slot.id)).entered();
+        let flushed = self.flush()?;
+        let guard = self.token.buffer().pin();
+        self.token.retire(&guard);
+        // Hand the retired segment to the collector now rather than when this
+        // thread's local bag fills up.
+        guard.flush();
+        drop(guard);
+        self.broken = Some("terminated");
+        debug!("terminated");
+        Ok(flushed)
+    }
+
+    /// Entries appended so far (committed or not) and the last offset.
+    pub fn last_appended(&self) -> LogOffset {
+        self.last
+    }
+
+    /// What is durable now.
+    pub fn flushed(&self) -> Flushed {
+        Flushed {
+            persisted: self.durable.last,
+            committed: self.durable.last_committed,
+        }
+    }
+}
+
+/// What a flush made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flushed {
+    /// The last entry on disk (it may belong to an open transaction).
+    pub persisted: LogOffset,
+    /// The last entry of the last transaction whose commit is on disk.
+    pub committed: LogOffset,
+}
+
+impl Drop for ShapeWriter {
+    fn drop(&mut self) {
+        if self.broken != Some("terminated") && self.appended > self.durable.entries {
+            debug!(
+                shape = %display_id(&self.slot.id),
+                unflushed = self.appended - self.durable.entries,
+                "writer dropped without terminate; the next writer will recover the shape"
+            );
+        }
+    }
+}
