@@ -228,16 +228,20 @@ pub(crate) fn visit(
     let view = buffer.view(&guard);
     let (plan, i, j) = plan(buffer, view.segment, view.committed, after, upto, &guard);
     if plan.disk_limit == 0 {
+        let mut raced = plan.raced;
         if let Some(seg) = view.segment {
             for k in i..j {
                 f(seg.get(k));
             }
+            // The callbacks ran over `seg` too: a swap during them is a race
+            // this visit survived on the retired segment.
+            raced = raced || !buffer.is_current(seg, &guard);
         }
         return Ok(VisitOutcome {
             visited: j - i,
             from_disk: 0,
             dead: plan.dead,
-            raced: plan.raced,
+            raced,
         });
     }
     let mem: Vec<Entry> = match view.segment {
