@@ -188,7 +188,18 @@ impl ShapeLog {
             id: self.id.clone(),
         }
         .encode();
-        let f = self.fs.create(&path).map_err(Error::io("create", &path))?;
+        let f = match self.fs.create(&path) {
+            // A roll that failed after creating the file left an orphan that
+            // no list refers to: replace it.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                self.fs
+                    .remove_file(&path)
+                    .map_err(Error::io("remove orphan", &path))?;
+                self.fs.create(&path)
+            }
+            r => r,
+        }
+        .map_err(Error::io("create", &path))?;
         f.write_all_at(&header, 0)
             .map_err(Error::io("write header", &path))?;
         f.sync_data().map_err(Error::io("sync", &path))?;
@@ -299,6 +310,28 @@ impl ShapeLog {
             w.durable.committed = c;
             w.durable.last_committed = last;
         }
+        Ok(w.durable)
+    }
+
+    /// Clears a poisoned log so a new writer can continue: the bytes after
+    /// the last batch known to be durable cannot be trusted after a failed
+    /// write or sync (a failed fsync may drop dirty pages and report success
+    /// later), so they are cut off and will be rewritten from memory by the
+    /// writer. No-op when the log is healthy.
+    pub(crate) fn heal(&self) -> Result<Durable> {
+        let mut w = self.state();
+        if !w.poisoned {
+            return Ok(w.durable);
+        }
+        let file = Arc::clone(self.files().last().expect("a log always has a file"));
+        let _span = info_span!("heal", shape = %crate::registry::display_id(&self.id)).entered();
+        file.file
+            .set_len(w.end)
+            .and_then(|()| file.file.sync_data())
+            .map_err(Error::io("truncate", &file.path))?;
+        file.truncate_index(w.end);
+        w.poisoned = false;
+        debug!(end = w.end, "poisoned log healed back to its last durable batch");
         Ok(w.durable)
     }
 

@@ -59,7 +59,17 @@ pub(crate) fn list_logs(fs: &dyn Fs, dir: &Path) -> Result<BTreeMap<String, Vec<
 /// An opened file with its decoded header and the header's length.
 type Opened = (Arc<dyn crate::fs::FsFile>, Header, u64);
 
-fn read_header(fs: &dyn Fs, path: &Path) -> Result<Option<Opened>> {
+/// What a file's first bytes hold.
+enum HeaderRead {
+    Ok(Opened),
+    /// The file ends inside its header: it was created but its header never
+    /// became durable, so it holds nothing that was acknowledged.
+    Torn,
+    /// A complete header that fails verification: damage, not a crash.
+    Corrupt(&'static str),
+}
+
+fn read_header(fs: &dyn Fs, path: &Path) -> Result<HeaderRead> {
     let f = fs.open(path).map_err(Error::io("open", path))?;
     let mut buf = vec![0u8; 4096];
     let mut have = 0;
@@ -69,13 +79,14 @@ fn read_header(fs: &dyn Fs, path: &Path) -> Result<Option<Opened>> {
             .map_err(Error::io("read", path))?;
         have += n;
         match Header::decode(&buf[..have]) {
-            Ok((h, len)) => return Ok(Some((f, h, len as u64))),
+            Ok((h, len)) => return Ok(HeaderRead::Ok((f, h, len as u64))),
             Err(super::record::Bad::Short { need }) if n > 0 => {
                 if need > buf.len() {
                     buf.resize(need, 0);
                 }
             }
-            Err(_) => return Ok(None),
+            Err(super::record::Bad::Short { .. }) => return Ok(HeaderRead::Torn),
+            Err(super::record::Bad::Corrupt(why)) => return Ok(HeaderRead::Corrupt(why)),
         }
     }
 }
@@ -99,17 +110,26 @@ pub(crate) fn recover(
 
     for (k, (start, path)) in files.iter().enumerate() {
         let last_file = k + 1 == files.len();
-        let Some((f, h, data_start)) = read_header(fs.as_ref(), path)? else {
-            if last_file && k > 0 || files.len() == 1 {
+        let (f, h, data_start) = match read_header(fs.as_ref(), path)? {
+            HeaderRead::Ok(opened) => opened,
+            HeaderRead::Torn if last_file => {
                 warn!(path = %path.display(), "removing log file whose header never became durable");
                 fs.remove_file(path).map_err(Error::io("remove", path))?;
                 removed = true;
                 continue;
             }
-            return Err(Error::Corrupt {
-                path: path.clone(),
-                detail: "unreadable header".into(),
-            });
+            HeaderRead::Torn => {
+                return Err(Error::Corrupt {
+                    path: path.clone(),
+                    detail: "torn header in a file that is not the last".into(),
+                })
+            }
+            HeaderRead::Corrupt(why) => {
+                return Err(Error::Corrupt {
+                    path: path.clone(),
+                    detail: format!("header: {why}"),
+                })
+            }
         };
         if h.start != *start || h.start != d.entries || id.as_ref().is_some_and(|i| *i != h.id) {
             return Err(Error::Corrupt {

@@ -130,3 +130,6 @@ impl Fs for RealFs {
         File::open(dir)?.sync_all()
     }
 }
+
+mod sim;
+pub use sim::{Op, SimFs};

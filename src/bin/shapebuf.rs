@@ -1,2 +1,0 @@
-//! The `shapebuf` command-line tool (placeholder until the soak lands).
-fn main() {}
