@@ -413,6 +413,12 @@ impl ShapeHandle {
             if view.committed > seg.start() {
                 return seg.get((view.committed - 1 - seg.start()) as usize).offset;
             }
+            if view.committed == seg.start() {
+                // Entry `start - 1` is the last committed one: its offset is
+                // the segment's base (it may not have a commit record on disk
+                // yet: it was flushed before its transaction was committed).
+                return seg.base();
+            }
         }
         drop(guard);
         self.slot.log.durable().last_committed

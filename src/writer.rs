@@ -87,7 +87,10 @@ impl ShapeWriter {
             // them: they are still in its segment. Write them now.
             let guard = token.buffer().pin();
             let mut missing = Vec::new();
-            let mut last = durable.last_committed;
+            // Entries `[0, durable.entries)` are on disk and the missing ones
+            // follow them: with none missing, the last committed entry is
+            // the last one on disk (flushed before its commit).
+            let mut last = durable.last;
             if let Some(seg) = token.current(&guard) {
                 let from = durable.entries.max(seg.start());
                 for seq in from..buffer_committed {
