@@ -22,6 +22,7 @@ fn enumerate(steps: u64) -> usize {
     let mut model = common::Model::default();
     common::run(Arc::new(clean.clone()), dir, steps, &mut model).expect("clean run");
     let total = clean.ops();
+    assert!(model.files_collected > 0, "the workload must collect files");
     common::verify(Arc::new(clean.clone()), dir, &model).expect("clean run verifies");
     assert!(total > 100, "workload too small: {total} ops");
     let mut scenarios = 0;
@@ -59,7 +60,7 @@ fn every_crash_point_recovers_the_acknowledged_prefix() {
 #[test]
 #[ignore = "long run: cargo test --release --test crash_points -- --ignored"]
 fn every_crash_point_of_a_long_workload() {
-    let n = enumerate(400);
+    let n = enumerate(900);
     eprintln!("crash_points (long): {n} scenarios");
     assert!(
         n >= 10_000,

@@ -102,6 +102,15 @@ struct Inode {
     durable: Vec<u8>,
 }
 
+/// A closure run just before a chosen operation.
+struct Hook(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     inodes: Vec<Inode>,
@@ -114,6 +123,7 @@ struct State {
     /// Operations started so far, per kind.
     per_kind: BTreeMap<Op, u64>,
     fail: Option<(Op, u64)>,
+    hook: Option<(Op, u64, Hook)>,
     power_cut_at: Option<u64>,
     powered_off: bool,
 }
@@ -166,6 +176,17 @@ impl SimFs {
         let mut s = self.lock();
         let seen = s.per_kind.get(&op).copied().unwrap_or(0);
         s.fail = Some((op, seen + n));
+    }
+
+    /// Runs `f` just before the `n`th (0-based, counted from now on)
+    /// operation of kind `op` takes effect, on the thread that makes it and
+    /// with no lock held, so `f` may use this file system (and the store on
+    /// it). Forces an interleaving deterministically: e.g. collect a file
+    /// between a reader resolving it and reading it.
+    pub fn before_op(&self, op: Op, n: u64, f: impl FnOnce() + Send + 'static) {
+        let mut s = self.lock();
+        let seen = s.per_kind.get(&op).copied().unwrap_or(0);
+        s.hook = Some((op, seen + n, Hook(Box::new(f))));
     }
 
     /// Cuts the power just before the `n`th (0-based, counted from now on)
@@ -229,9 +250,21 @@ impl SimFs {
         }
     }
 
-    /// Counts an operation and decides whether it fails.
+    /// Counts an operation, runs a hook armed for it, and decides whether
+    /// it fails.
     fn begin(&self, op: Op) -> io::Result<MutexGuard<'_, State>> {
         let mut s = self.lock();
+        let due = s.per_kind.get(&op).copied().unwrap_or(0);
+        if s.hook
+            .as_ref()
+            .is_some_and(|(o, n, _)| *o == op && *n == due)
+        {
+            if let Some((_, _, Hook(f))) = s.hook.take() {
+                drop(s);
+                f();
+                s = self.lock();
+            }
+        }
         let n = s.ops;
         s.ops += 1;
         let k = s.per_kind.entry(op).or_insert(0);

@@ -19,6 +19,9 @@
 //!   the uncommitted tail always lies in the last file.
 //! - Every new file is synced, then its directory is synced, before any
 //!   entry in it counts as durable.
+//! - Collection removes a prefix of the files, oldest first; a read that
+//!   starts below the earliest remaining offset is refused with
+//!   [`Error::OffsetCollected`] instead of being answered with a gap.
 //! - A failed write or sync poisons the log: nothing more is appended until
 //!   the shape is recovered again, and the durable counts do not move.
 
@@ -331,7 +334,10 @@ impl ShapeLog {
             .map_err(Error::io("truncate", &file.path))?;
         file.truncate_index(w.end);
         w.poisoned = false;
-        debug!(end = w.end, "poisoned log healed back to its last durable batch");
+        debug!(
+            end = w.end,
+            "poisoned log healed back to its last durable batch"
+        );
         Ok(w.durable)
     }
 
@@ -361,9 +367,47 @@ impl ShapeLog {
         );
         file.truncate_index(w.commit_end);
         w.end = w.commit_end;
+        // The bytes counted since the last index point included the
+        // discarded tail; restart the count so the next point lands after
+        // every remaining one (all of which lie before `commit_end`).
+        w.since_index = 0;
         w.durable.entries = w.durable.committed;
         w.durable.last = w.durable.last_committed;
         Ok(w.durable)
+    }
+
+    /// Removes the files all of whose entries have offsets `<= upto` (never
+    /// the last file); returns how many. Safe while readers read and the
+    /// writer writes:
+    ///
+    /// - files are unlisted first, so no read that starts later resolves
+    ///   them; such a read that needs them gets [`Error::OffsetCollected`];
+    /// - a read that resolved a file before it was unlisted holds its open
+    ///   handle and finishes from it (positional reads on an open handle do
+    ///   not need the directory entry), so it returns exactly the right data;
+    /// - files are removed oldest first with a directory sync after each, so
+    ///   a crash leaves a prefix removed, never a gap.
+    pub(crate) fn collect_before(&self, upto: LogOffset) -> Result<usize> {
+        // Serialise with the writer's rolls (which push files).
+        let _w = self.state();
+        let victims: Vec<Arc<LogFile>> = {
+            let mut files = self.files_mut();
+            let n = files.windows(2).take_while(|w| w[1].base <= upto).count();
+            files.drain(..n).collect()
+        };
+        let _span = info_span!("collect", shape = %crate::registry::display_id(&self.id), files = victims.len()).entered();
+        for v in &victims {
+            self.fs
+                .remove_file(&v.path)
+                .map_err(Error::io("remove", &v.path))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(Error::io("sync directory", &self.dir))?;
+        }
+        if !victims.is_empty() {
+            debug!(removed = victims.len(), "log files collected");
+        }
+        Ok(victims.len())
     }
 
     /// Appends to `out` the entries numbered below `limit` whose offsets lie
@@ -381,6 +425,10 @@ impl ShapeLog {
         }
         let files: Vec<Arc<LogFile>> = {
             let files = self.files();
+            let earliest = files.first().map_or(LogOffset::ZERO, |f| f.base);
+            if after < earliest {
+                return Err(Error::OffsetCollected { after, earliest });
+            }
             let first = files.partition_point(|f| f.base <= after).saturating_sub(1);
             files[first..]
                 .iter()

@@ -131,6 +131,16 @@ pub(crate) fn recover(
                 })
             }
         };
+        if k == 0 && h.start > 0 {
+            // Collection removed the files before this one; every entry in
+            // them was committed (files roll only when all is committed).
+            d = Durable {
+                entries: h.start,
+                last: h.base,
+                committed: h.start,
+                last_committed: h.base,
+            };
+        }
         if h.start != *start || h.start != d.entries || id.as_ref().is_some_and(|i| *i != h.id) {
             return Err(Error::Corrupt {
                 path: path.clone(),

@@ -36,6 +36,10 @@ pub fn payload(shape: &str, o: LogOffset) -> Bytes {
 pub struct Model {
     pub committed: BTreeMap<&'static str, Vec<LogOffset>>,
     pub acked: BTreeMap<&'static str, usize>,
+    /// The highest offset the host allowed collection up to, per shape.
+    pub collectable: BTreeMap<&'static str, LogOffset>,
+    /// Log files the collector removed.
+    pub files_collected: usize,
 }
 
 impl Model {
@@ -92,14 +96,18 @@ pub fn run(fs: Arc<dyn Fs>, dir: &Path, steps: u64, model: &mut Model) -> shapeb
             }
             _ => {}
         }
+        if step % 10 == 9 {
+            // The host no longer needs the first half of this shape's log.
+            let c = &model.committed[s];
+            let upto = c[c.len() / 2];
+            model.collectable.insert(s, upto);
+            model.files_collected += store.handle(s)?.collect_files_before(upto)?;
+        }
         if step % 5 == 0 {
-            let got = store.read(s, LogOffset::ZERO, LogOffset::MAX)?;
-            let want = &model.committed[s];
-            assert_eq!(
-                got.entries.len(),
-                want.len(),
-                "live read of {s:?} at step {step}"
-            );
+            let from = model.collectable.get(s).copied().unwrap_or(LogOffset::ZERO);
+            let got = store.read(s, from, LogOffset::MAX)?;
+            let want = model.committed[s].iter().filter(|o| **o > from).count();
+            assert_eq!(got.entries.len(), want, "live read of {s:?} at step {step}");
         }
     }
     for (s, w) in std::mem::take(&mut writers) {
@@ -127,9 +135,27 @@ pub fn verify(fs: Arc<dyn Fs>, dir: &Path, model: &Model) -> Result<(), String> 
             }
             continue;
         }
-        let got = store
-            .read(s, LogOffset::ZERO, LogOffset::MAX)
-            .map_err(|e| format!("read {s:?}: {e}"))?;
+        // Collection may have removed a prefix, never more than the host
+        // allowed; what remains must be exact from there on.
+        let (skip, got) = match store.read(s, LogOffset::ZERO, LogOffset::MAX) {
+            Ok(r) => (0, r),
+            Err(shapebuf::Error::OffsetCollected { earliest, .. }) => {
+                let allowed = model.collectable.get(s).copied().unwrap_or(LogOffset::ZERO);
+                if earliest > allowed {
+                    return Err(format!(
+                        "{s:?}: collected up to {earliest}, host allowed {allowed}"
+                    ));
+                }
+                let skip = committed.iter().filter(|o| **o <= earliest).count();
+                let r = store
+                    .read(s, earliest, LogOffset::MAX)
+                    .map_err(|e| format!("read {s:?} after {earliest}: {e}"))?;
+                (skip, r)
+            }
+            Err(e) => return Err(format!("read {s:?}: {e}")),
+        };
+        let committed = &committed[skip..];
+        let acked = acked.saturating_sub(skip);
         if got.entries.len() < acked || got.entries.len() > committed.len() {
             return Err(format!(
                 "shape {s:?}: {} entries, acknowledged {acked}, committed {}",
