@@ -104,3 +104,27 @@ proptest! {
         }
     }
 }
+
+/// Writes real log files as seeds for the `open_store` fuzz target
+/// (fuzz/fuzz_targets/open_store.rs): each seed is one shape's files joined
+/// with `0xFF 0xFE`. Run: `cargo test --test corrupt_files -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "generates fuzz seeds; run by hand"]
+fn write_fuzz_seeds() {
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/open_store");
+    std::fs::create_dir_all(&out).expect("corpus dir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path());
+    let files = log_files(dir.path());
+    for (k, pair) in files.chunks(2).enumerate() {
+        let mut seed = Vec::new();
+        for (i, f) in pair.iter().enumerate() {
+            if i > 0 {
+                seed.extend_from_slice(&[0xFF, 0xFE]);
+            }
+            seed.extend(std::fs::read(f).expect("read log file"));
+        }
+        std::fs::write(out.join(format!("seed-{k}")), seed).expect("write seed");
+    }
+    assert!(out.join("seed-0").exists());
+}

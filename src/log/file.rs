@@ -140,7 +140,11 @@ impl Cursor<'_> {
                 Err(Bad::Corrupt(why)) => return Ok(Next::Bad(why)),
                 Err(Bad::Short { need }) => {
                     let have = self.buf.len();
-                    let want = need.max(CHUNK);
+                    // At most double what the file has really yielded: a
+                    // corrupt length then costs about what the file holds,
+                    // not what the length claims, and a large record is
+                    // still read in O(size).
+                    let want = need.max(CHUNK).min((have * 2).max(have + CHUNK));
                     let mut more = BytesMut::with_capacity(want);
                     more.extend_from_slice(&self.buf);
                     more.resize(want, 0);
