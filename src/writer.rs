@@ -242,6 +242,10 @@ impl ShapeWriter {
             self.inner.config.segment_capacity,
             &guard,
         );
+        // Hand the retired segment to the collector now: left in this thread's
+        // local bag it would wait for 63 more retirements (or the thread's
+        // exit) however idle the writer becomes.
+        guard.flush();
         drop(guard);
         debug!(
             entries = pending.len(),

@@ -11,14 +11,17 @@
 //! most `SEG_MAX` (generous constants for the fixed parts: a `Segment`
 //! header is well under 256 bytes and an `Entry` slot under 64).
 //!
-//! Freed memory goes through crossbeam-epoch: each retiring thread queues
-//! up to `BAG` (64, crossbeam-epoch's bag size) deferred frees locally,
-//! then seals them into the collector's queue, where a bag is freed once
-//! the epoch has advanced twice — promptly, when no thread holds a pin for
-//! long (every thread's pins run collections, and each advances the epoch
-//! when nobody is pinned in an older one). So with readers that only pin
-//! briefly, about two bags' worth per writer thread await reclamation — the
-//! one filling and the last one sealed (`BAGS_IN_FLIGHT`):
+//! Freed memory goes through crossbeam-epoch: a retiring thread queues
+//! deferred frees in a local bag of up to `BAG` (64, crossbeam-epoch's bag
+//! size) and seals it into the collector's queue when it is full or when the
+//! writer hands it over (flush and terminate do, right after retiring);
+//! a sealed bag is freed once the epoch has advanced twice — promptly, when
+//! no thread holds a pin for long (every thread's pins run collections,
+//! and each advances the epoch when nobody is pinned in an older one). So
+//! with readers that only pin briefly, at most about two bags' worth per
+//! writer thread await reclamation — one filling, one sealed
+//! (`BAGS_IN_FLIGHT`); in practice much less, since flushes hand over at
+//! once. The margin also covers a reader descheduled while briefly pinned:
 //! `BOUND = WRITERS * BAGS_IN_FLIGHT * BAG * SEG_MAX`. The workload retires
 //! many times that in total (checked), so staying under it means memory is
 //! returned as the writers go, not at the end.
@@ -274,4 +277,39 @@ fn a_reader_holding_its_pin_makes_retired_memory_grow_until_it_lets_go() {
         "after the reader let go, retired memory went back to 0 (was {grown} B)"
     );
     held.terminate().expect("terminate");
+}
+
+/// A writer thread that flushes and then idles must not keep the segment
+/// its trim retired: once no reader is pinned, any thread's collection
+/// returns it (here the test thread's, while the writer's thread lives on).
+#[test]
+fn memory_a_trim_retired_returns_while_the_writer_thread_idles() {
+    let (_dir, store, _sh) = open();
+    let (flushed_tx, flushed_rx) = mpsc::channel::<()>();
+    let (exit_tx, exit_rx) = mpsc::channel::<()>();
+    let left = thread::scope(|s| {
+        let store_ref = &store;
+        s.spawn(move || {
+            let mut w = store_ref.writer("idle").expect("writer");
+            w.append(LogOffset::new(1, 0), vec![1u8; 1 << 20])
+                .expect("append");
+            w.commit().expect("commit");
+            w.flush().expect("flush"); // the trim retires the 1 MiB segment
+            flushed_tx.send(()).expect("test waits");
+            exit_rx.recv().expect("test lets the thread end");
+            drop(w);
+        });
+        flushed_rx.recv().expect("writer flushed");
+        assert!(
+            store.retired_bytes() >= 1 << 20,
+            "the trim retired the segment"
+        );
+        let left = collect_down_to(&store, 0);
+        exit_tx.send(()).expect("writer waits");
+        left
+    });
+    assert_eq!(
+        left, 0,
+        "retired memory stayed queued on an idle writer thread"
+    );
 }
