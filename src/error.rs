@@ -75,6 +75,23 @@ pub enum Error {
         /// Reads must start at or after this offset.
         earliest: LogOffset,
     },
+    /// A flush-tracker commit whose end is not above the previous commit's.
+    #[error("transaction commit at {got} must be after the last commit {last}")]
+    CommitOutOfOrder {
+        /// The end of the last commit.
+        last: LogOffset,
+        /// The rejected commit end.
+        got: LogOffset,
+    },
+    /// A flush-tracker commit in which a shape received an offset beyond
+    /// the transaction's end.
+    #[error("a shape received offset {received}, beyond the end {end} of its transaction")]
+    ReceivedBeyondCommit {
+        /// The offset the shape received.
+        received: LogOffset,
+        /// The transaction's end.
+        end: LogOffset,
+    },
     /// A log file failed verification outside the tail (where recovery
     /// cannot repair it by truncation).
     #[error("corrupt log file {path}: {detail}")]

@@ -53,6 +53,7 @@
 
 mod buffer;
 mod error;
+mod flush_tracker;
 pub mod fs;
 mod log;
 mod offset;
@@ -64,6 +65,7 @@ mod sync;
 mod writer;
 
 pub use error::{Error, Result};
+pub use flush_tracker::{FlushEvent, FlushTracker, Loss, TrackedShape, Transaction};
 pub use log::record::{MAX_ID, MAX_PAYLOAD};
 pub use offset::LogOffset;
 pub use reader::{ReadOutcome, VisitOutcome};

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use crate::buffer::{Buffer, RetiredBytes};
+use crate::flush_tracker::FlushTracker;
 use crate::fs::{Fs, RealFs};
 use crate::log::{self, LogConfig, ShapeLog};
 use crate::reader::{self, ReadOutcome, VisitOutcome};
@@ -80,6 +81,7 @@ pub(crate) struct Inner {
     epoch: Epoch,
     retired: Arc<RetiredBytes>,
     stems: Mutex<HashSet<String>>,
+    pub(crate) tracker: FlushTracker,
 }
 
 /// A directory of shape logs with their in-memory buffers.
@@ -167,6 +169,7 @@ impl Store {
             epoch: Epoch::new(),
             retired: Arc::default(),
             stems: Mutex::new(HashSet::new()),
+            tracker: FlushTracker::new(),
         });
         let lcfg = inner.log_config();
         let logs = log::list_logs(inner.fs.as_ref(), &inner.dir)?;
@@ -271,6 +274,33 @@ impl Store {
     pub fn collect(&self) {
         let guard = self.inner.epoch.pin();
         guard.flush();
+    }
+
+    /// The store's flush tracker: its writers report flushes, terminates and
+    /// drops to it; the host feeds it its transaction commits and reads the
+    /// global durable offset from it. Call each touched writer's
+    /// [`commit`](ShapeWriter::commit) before the tracker's commit; the
+    /// offset moves once the writers' commits are flushed.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use shapebuf::{LogOffset, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let tracker = store.flush_tracker();
+    /// let mut w = store.writer("s")?;
+    /// let mut tx = tracker.transaction();
+    /// w.append(LogOffset::new(1, 3), "x")?;
+    /// tx.received("s", LogOffset::new(1, 3));
+    /// w.commit()?;
+    /// tx.commit(LogOffset::new(1, 8))?;
+    /// assert_eq!(tracker.global(), LogOffset::ZERO);
+    /// w.flush()?;
+    /// assert_eq!(tracker.global(), LogOffset::new(1, 8));
+    /// # Ok(()) }
+    /// ```
+    pub fn flush_tracker(&self) -> &FlushTracker {
+        &self.inner.tracker
     }
 
     /// The directory the shape logs live in.

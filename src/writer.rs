@@ -18,6 +18,17 @@
 //!   buffer stays readable, and the next writer flushes what its
 //!   predecessor committed and discards what it did not.
 //! - No epoch pin is held across disk I/O.
+//! - The store's [`FlushTracker`](crate::FlushTracker) hears from the
+//!   writer: each flush reports the last durable commit, `terminate`
+//!   removes the shape, and a drop with entries past the last durable
+//!   commit removes it and reports a [`Loss`](crate::Loss).
+//! - A predecessor dropped inside a transaction leaves it torn: its new
+//!   writer skips the rest of that transaction (entries of its `tx` above
+//!   the predecessor's last) instead of committing a tail without its
+//!   beginning; the loss was reported at the drop. An entry at or below the
+//!   predecessor's last is the host replaying the transaction: it is
+//!   written. (After terminate or a restart there is no torn transaction:
+//!   an open one was discarded on purpose, and hosts replay it whole.)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +37,7 @@ use bytes::Bytes;
 use tracing::{debug, info_span};
 
 use crate::buffer::WriterToken;
+use crate::flush_tracker::TrackedShape;
 use crate::log::Durable;
 use crate::registry::{display_id, Slot};
 use crate::segment::Entry;
@@ -51,6 +63,11 @@ use crate::{Error, LogOffset, Result};
 /// # Ok(()) }
 /// ```
 pub struct ShapeWriter {
+    /// This shape in the store's flush tracker.
+    tracked: TrackedShape,
+    /// The last entry a dropped predecessor appended and never committed:
+    /// the rest of its transaction is skipped, never written torn.
+    torn: Option<LogOffset>,
     inner: Arc<Inner>,
     slot: Arc<Slot>,
     token: WriterToken,
@@ -82,6 +99,7 @@ impl ShapeWriter {
         let _span = info_span!("writer_open", shape = %display_id(&slot.id)).entered();
         let buffer_committed = token.buffer().committed();
         let durable = slot.log.durable();
+        let torn = torn_tail(&token, buffer_committed, &durable);
         if buffer_committed > durable.committed {
             // A predecessor committed entries and was dropped before flushing
             // them: they are still in its segment. Write them now.
@@ -116,7 +134,11 @@ impl ShapeWriter {
             &guard,
         );
         drop(guard);
+        let tracked = inner.tracker.register(&slot.id);
+        tracked.flushed(durable.last_committed);
         Ok(ShapeWriter {
+            tracked,
+            torn,
             inner,
             slot,
             token,
@@ -179,6 +201,17 @@ impl ShapeWriter {
                 max,
             });
         }
+        if let Some(torn) = self.torn {
+            if offset.tx == torn.tx && offset > torn {
+                // The rest of a transaction whose beginning died with the
+                // previous writer: skip it rather than commit it torn. It is
+                // accounted for: the predecessor's drop reported the loss.
+                self.tracked.flushed(offset);
+                return Ok(());
+            }
+            // A later transaction, or the host replaying this one.
+            self.torn = None;
+        }
         self.pending_bytes += payload.len() + 25;
         let guard = self.token.buffer().pin();
         self.token.append(Entry { offset, payload }, &guard);
@@ -235,6 +268,7 @@ impl ShapeWriter {
             }
         }
         self.token.publish_persisted(self.durable.entries);
+        self.tracked.flushed(self.durable.last_committed);
         let guard = self.token.buffer().pin();
         self.token.trim(
             self.durable.entries,
@@ -289,6 +323,7 @@ impl ShapeWriter {
         guard.flush();
         drop(guard);
         self.broken = Some("terminated");
+        self.tracked.remove();
         debug!("terminated");
         Ok(flushed)
     }
@@ -318,6 +353,15 @@ pub struct Flushed {
 
 impl Drop for ShapeWriter {
     fn drop(&mut self) {
+        if self.broken != Some("terminated") {
+            // Anything past the last durable commit is not durable: report
+            // it so the global durable offset does not wait for this shape.
+            if self.appended > self.durable.committed {
+                self.tracked.crashed(self.durable.last_committed);
+            } else {
+                self.tracked.remove();
+            }
+        }
         if self.broken != Some("terminated") && self.appended > self.durable.entries {
             debug!(
                 shape = %display_id(&self.slot.id),
@@ -326,4 +370,22 @@ impl Drop for ShapeWriter {
             );
         }
     }
+}
+
+/// The last entry a dropped predecessor appended but never committed, in
+/// memory or flushed to disk; `None` if it left no open transaction. Only a
+/// dropped writer leaves its segment published: after terminate (segment
+/// retired) or a restart (none installed yet) an uncommitted tail on disk
+/// was discarded on purpose or by the crash, and is not torn.
+fn torn_tail(token: &WriterToken, committed: u64, durable: &Durable) -> Option<LogOffset> {
+    let guard = token.buffer().pin();
+    let seg = token.current(&guard)?;
+    let len = seg.published_len();
+    let in_memory =
+        (len > 0 && seg.start() + len as u64 > committed).then(|| seg.get(len - 1).offset);
+    drop(guard);
+    // Entries on disk past every commit, in memory too (a transaction
+    // flushed before its commit and committed in memory only is whole).
+    let on_disk = (durable.entries > committed).then_some(durable.last);
+    in_memory.max(on_disk)
 }
