@@ -27,6 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -127,6 +128,13 @@ struct Soak {
     /// Global transaction numbers: every transaction gets the next one, so
     /// each shape's offsets increase across writers and restarts.
     next_tx: AtomicU64,
+    /// Serialises "allocate a transaction number and tell the flush
+    /// tracker" so the tracker sees commits in order, as a host's
+    /// replication stream would deliver them.
+    commit_order: Mutex<()>,
+    /// The largest number of transactions the global durable offset
+    /// trailed the last commit by, sampled during traffic.
+    max_lag: AtomicU64,
     /// Set when traffic should end (a plain flag: the joins synchronize).
     stop: AtomicBool,
     stats: Stats,
@@ -235,8 +243,25 @@ impl Soak {
             return;
         };
         let shape = o.shape;
-        let tx = self.next_tx.fetch_add(1, Relaxed) + 1;
         let n = rng.random_range(1..=8u64);
+        let tx = {
+            let _order = self
+                .commit_order
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let tx = self.next_tx.fetch_add(1, Relaxed) + 1;
+            // The host tells the tracker this shape received the
+            // transaction; the writer's flushes report durability.
+            let end = LogOffset::new(tx, n - 1);
+            if let Err(e) = self
+                .store
+                .flush_tracker()
+                .commit(end, [(&self.ids[shape], end)])
+            {
+                self.error(format!("flush tracker commit {end}: {e}"));
+            }
+            tx
+        };
         let offsets: Vec<LogOffset> = (0..n).map(|op| LogOffset::new(tx, op)).collect();
         for &at in &offsets {
             if let Err(e) = w.append(at, payload(shape, at, self.payload)) {
@@ -561,6 +586,8 @@ fn soak(opts: &Options) -> Result<bool, String> {
         ids,
         payload: opts.payload,
         next_tx: AtomicU64::new(0),
+        commit_order: Mutex::new(()),
+        max_lag: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         stats: Stats::default(),
         reports: AtomicU64::new(0),
@@ -583,6 +610,9 @@ fn soak(opts: &Options) -> Result<bool, String> {
             thread::sleep(Duration::from_millis(100));
             let s = &soak.stats;
             soak.bar.set_position(start.elapsed().as_millis() as u64);
+            let t = soak.store.flush_tracker();
+            let lag = t.last_commit().tx.saturating_sub(t.global().tx);
+            soak.max_lag.fetch_max(lag, Relaxed);
             soak.bar.set_message(format!(
                 "reads {} appends {} terminates {} wrong {} errors {} retired {} KiB",
                 get(&s.reads),
@@ -601,6 +631,18 @@ fn soak(opts: &Options) -> Result<bool, String> {
 
     // Every writer is terminated now; a full read of each shape must be
     // exactly the model.
+    // Every writer has flushed or gone: the global durable offset must have
+    // reached the last commit (the tracker's liveness).
+    let tracker = soak.store.flush_tracker();
+    let (global, last_commit) = (tracker.global(), tracker.last_commit());
+    let max_lag = soak.max_lag.load(Relaxed);
+    let watermark = if global == last_commit {
+        Ok(())
+    } else {
+        Err(format!(
+            "global durable offset {global} stuck behind the last commit {last_commit}"
+        ))
+    };
     let Soak {
         store,
         ids,
@@ -625,7 +667,8 @@ fn soak(opts: &Options) -> Result<bool, String> {
     println!(
         "soak: {secs:.1}s, {shapes} shapes, {writers} writers, {} readers: {} reads, \
          {} entries read/s, {} appends/s, {} flushes, {} terminates, {} takeovers, \
-         {} dead-buffer fallbacks, {} trim races, {errors} errors, {wrong} wrong reads; reopen: {}",
+         {} dead-buffer fallbacks, {} trim races, {errors} errors, {wrong} wrong reads; \
+         durable offset: max lag {max_lag} tx, final {global} = last commit {last_commit}: {}; reopen: {}",
         opts.readers,
         get(&stats.reads),
         per_sec(get(&stats.entries_read)),
@@ -635,12 +678,13 @@ fn soak(opts: &Options) -> Result<bool, String> {
         get(&stats.takeovers),
         get(&stats.dead),
         get(&stats.raced),
+        if watermark.is_ok() { "ok" } else { "STUCK" },
         match &reopen {
             Ok(entries) => format!("ok ({entries} entries exact)"),
             Err(what) => format!("FAILED ({what})"),
         },
     );
-    Ok(errors == 0 && wrong == 0 && reopen.is_ok())
+    Ok(errors == 0 && wrong == 0 && reopen.is_ok() && watermark.is_ok())
 }
 
 /// Checks that shape `id`'s whole log is exactly `want`, payloads included.
