@@ -45,20 +45,109 @@
 
 use std::sync::Arc;
 
-use tracing::trace;
+use tracing::{debug, trace};
 
+use crate::log::Durable;
 use crate::segment::{Entry, Segment};
 use crate::sync::{Atomic, AtomicBool, AtomicU64, Epoch, Guard, Ordering, Owned, Shared};
 use crate::LogOffset;
 
 /// Bytes retired by writers and not yet freed by the epoch collector.
+///
+/// Under loom it also holds the freed segments (see [`RetiredBytes::free`]).
 #[derive(Debug, Default)]
-pub(crate) struct RetiredBytes(std::sync::atomic::AtomicU64);
+pub(crate) struct RetiredBytes(std::sync::atomic::AtomicU64, #[cfg(loom)] Graveyard);
+
+/// Freed segments, kept allocated until the loom model ends.
+#[cfg(loom)]
+#[derive(Default)]
+#[expect(
+    clippy::vec_box,
+    reason = "a freed segment must stay at its address: readers may still point into it"
+)]
+pub(crate) struct Graveyard(std::sync::Mutex<Vec<Box<Segment>>>);
+
+#[cfg(loom)]
+impl Graveyard {
+    fn bury(&self, seg: Box<Segment>) {
+        let mut segs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        segs.push(seg);
+    }
+}
+
+#[cfg(loom)]
+impl Drop for Graveyard {
+    fn drop(&mut self) {
+        // A failing model drops its state while unwinding, outside the loom
+        // execution, where a segment's drop (loom cells) would panic again.
+        if std::thread::panicking() {
+            let segs = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+            std::mem::forget(std::mem::take(segs));
+        }
+    }
+}
+
+#[cfg(loom)]
+impl std::fmt::Debug for Graveyard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Graveyard")
+    }
+}
 
 impl RetiredBytes {
     pub(crate) fn get(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Frees a retired segment.
+    #[cfg(not(loom))]
+    fn free(&self, seg: Box<Segment>) {
+        drop(seg);
+    }
+
+    /// Under loom a freed segment is *poisoned* instead (every slot and its
+    /// length are written through loom's cells, which loom checks against
+    /// every access not ordered before the free) and kept allocated until the
+    /// model ends: a premature free is then reported by loom as a causality
+    /// violation rather than being undefined behaviour in the test process.
+    #[cfg(loom)]
+    fn free(&self, seg: Box<Segment>) {
+        // If loom reports the poisoning (a failing model), the segment must
+        // not be dropped while unwinding: its drop would report again.
+        let mut seg = std::mem::ManuallyDrop::new(seg);
+        seg.poison();
+        self.1.bury(std::mem::ManuallyDrop::into_inner(seg));
+    }
+}
+
+/// A deliberate protocol error that the loom models inject to check that
+/// loom catches it (each model's failing twin). Production has none.
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// The shipping protocol.
+    #[default]
+    None,
+    /// [`Buffer::view`] loads the segment pointer before the committed
+    /// watermark.
+    ViewSegmentFirst,
+    /// [`WriterToken::commit`] stores the watermark Relaxed.
+    CommitRelaxed,
+    /// [`Segment::push`] publishes the length Relaxed.
+    LenRelaxed,
+    /// [`WriterToken::flush_with`] publishes `persisted` and trims before the
+    /// entries are written.
+    TrimBeforeWrite,
+    /// [`WriterToken::flush_with`] unpublishes and retires the segment
+    /// before the entries are written (a terminate that unpublishes first).
+    RetireBeforeWrite,
+    /// [`WriterToken::take_over`] installs the fresh segment before the
+    /// predecessor's committed entries are written.
+    InstallBeforeWrite,
+    /// A retired segment is freed at once instead of after the epoch.
+    FreeWithoutDefer,
+    /// [`Buffer::claim`] takes the claim Relaxed.
+    ClaimRelaxed,
 }
 
 /// The per-shape in-memory buffer. See the module docs.
@@ -69,6 +158,8 @@ pub(crate) struct Buffer {
     writer: AtomicBool,
     epoch: Epoch,
     retired: Arc<RetiredBytes>,
+    #[cfg(loom)]
+    fault: Fault,
 }
 
 /// What a reader sees of a buffer at one instant, valid while its guard is
@@ -91,7 +182,16 @@ impl Buffer {
             writer: AtomicBool::new(false),
             epoch,
             retired,
+            #[cfg(loom)]
+            fault: Fault::None,
         }
+    }
+
+    /// The same buffer with `fault` injected (loom models only).
+    #[cfg(loom)]
+    pub(crate) fn with_fault(mut self, fault: Fault) -> Self {
+        self.fault = fault;
+        self
     }
 
     pub(crate) fn pin(&self) -> Guard {
@@ -101,6 +201,14 @@ impl Buffer {
     /// Loads the committed watermark, then the segment (in that order; see
     /// the module's orderings).
     pub(crate) fn view<'g>(&self, guard: &'g Guard) -> View<'g> {
+        #[cfg(loom)]
+        if self.fault == Fault::ViewSegmentFirst {
+            let seg = self.segment.load(Ordering::Acquire, guard);
+            let committed = self.committed.load(Ordering::Acquire);
+            // SAFETY: as below.
+            let segment = unsafe { seg.as_ref() };
+            return View { committed, segment };
+        }
         // Acquire: pairs with the Release store in `WriterToken::commit`.
         let committed = self.committed.load(Ordering::Acquire);
         // Acquire: pairs with the writer's Release stores of the pointer.
@@ -127,6 +235,14 @@ impl Buffer {
         self.committed.load(Ordering::Acquire)
     }
 
+    /// Entries `[0, persisted)` are durable.
+    #[cfg(loom)]
+    pub(crate) fn persisted(&self) -> u64 {
+        // Acquire: pairs with the Release store in
+        // `WriterToken::publish_persisted`.
+        self.persisted.load(Ordering::Acquire)
+    }
+
     /// Whether a segment is published (a writer is live or was dropped
     /// without terminating).
     pub(crate) fn is_live(&self) -> bool {
@@ -139,8 +255,14 @@ impl Buffer {
     pub(crate) fn claim(self: &Arc<Self>) -> Option<WriterToken> {
         // Acquire: pairs with the Release in `WriterToken::drop`, so the new
         // writer sees its predecessor's stores.
+        let acquire = Ordering::Acquire;
+        #[cfg(loom)]
+        let acquire = match self.fault {
+            Fault::ClaimRelaxed => Ordering::Relaxed,
+            _ => acquire,
+        };
         self.writer
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(false, true, acquire, Ordering::Relaxed)
             .ok()
             .map(|_| WriterToken {
                 buffer: Arc::clone(self),
@@ -188,7 +310,7 @@ impl WriterToken {
     /// below `start` must be durable and `committed <= start`.
     pub(crate) fn install(&mut self, start: u64, base: LogOffset, capacity: usize, guard: &Guard) {
         debug_assert!(self.buffer.persisted.load(Ordering::Relaxed) >= start);
-        self.replace(Owned::new(Segment::new(start, base, capacity)), guard);
+        self.replace(Owned::new(self.new_segment(start, base, capacity)), guard);
     }
 
     /// Appends `entry` as entry number `seq` (the writer's running count),
@@ -203,7 +325,7 @@ impl WriterToken {
         let Err(entry) = (unsafe { seg.push(entry) }) else {
             return;
         };
-        let grown = Segment::new(seg.start(), seg.base(), seg.capacity() * 2);
+        let grown = self.new_segment(seg.start(), seg.base(), seg.capacity() * 2);
         Self::copy_into(&grown, seg, 0);
         // SAFETY: `grown` is not published yet; only this thread sees it.
         let pushed = unsafe { grown.push(entry) };
@@ -217,7 +339,13 @@ impl WriterToken {
         debug_assert!(committed >= self.buffer.committed.load(Ordering::Relaxed));
         // Release: publishes the appends (slot writes and `len` stores) below
         // `committed`; pairs with the Acquire load in `Buffer::view`.
-        self.buffer.committed.store(committed, Ordering::Release);
+        let release = Ordering::Release;
+        #[cfg(loom)]
+        let release = match self.buffer.fault {
+            Fault::CommitRelaxed => Ordering::Relaxed,
+            _ => release,
+        };
+        self.buffer.committed.store(committed, release);
     }
 
     /// Records that entries `[0, persisted)` are durable. Call only after
@@ -248,7 +376,7 @@ impl WriterToken {
         debug_assert!(self.buffer.persisted.load(Ordering::Relaxed) >= persisted);
         let keep_from = usize::try_from(persisted - seg.start()).unwrap_or(usize::MAX);
         let keep = seg.writer_len().saturating_sub(keep_from);
-        let trimmed = Segment::new(persisted, base, (keep * 2).max(min_capacity));
+        let trimmed = self.new_segment(persisted, base, (keep * 2).max(min_capacity));
         Self::copy_into(&trimmed, seg, keep_from);
         self.replace(Owned::new(trimmed), guard);
     }
@@ -264,6 +392,126 @@ impl WriterToken {
             .segment
             .swap(Shared::null(), Ordering::Release, guard);
         self.defer_free(old, guard);
+    }
+
+    /// The flush protocol (shared by
+    /// [`ShapeWriter::flush`](crate::ShapeWriter::flush) and the loom
+    /// models), for entries `[from, to)` of the current segment:
+    ///
+    /// 1. clone them out under a pin (cheap refcount clones), and unpin: no
+    ///    pin is held across disk I/O;
+    /// 2. `write` them; it returns once they are durable, with what the log
+    ///    now holds;
+    /// 3. publish `persisted`;
+    /// 4. trim: swap in a segment that starts at the new persisted count.
+    ///
+    /// Step 4 comes after step 2: a reader that loads the trimmed segment
+    /// reads everything below its start from disk. Returns what is durable
+    /// and how many entries were written; on error nothing is published.
+    pub(crate) fn flush_with<E>(
+        &mut self,
+        from: u64,
+        to: u64,
+        min_capacity: usize,
+        write: impl FnOnce(&[Entry]) -> Result<Durable, E>,
+    ) -> Result<(Durable, usize), E> {
+        let guard = self.buffer.pin();
+        let pending: Vec<Entry> = match self.current(&guard) {
+            Some(seg) => (from..to)
+                .map(|seq| seg.get((seq - seg.start()) as usize).clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        drop(guard);
+        #[cfg(loom)]
+        self.inject_before_write(to, &pending);
+        let durable = write(&pending)?;
+        self.publish_persisted(durable.entries);
+        let guard = self.buffer.pin();
+        self.trim(durable.entries, durable.last, min_capacity, &guard);
+        // Hand the retired segment to the collector now: left in this thread's
+        // local bag it would wait for 63 more retirements (or the thread's
+        // exit) however idle the writer becomes.
+        guard.flush();
+        Ok((durable, pending.len()))
+    }
+
+    /// The take-over protocol of a new writer
+    /// ([`ShapeWriter`](crate::ShapeWriter)'s open), given what the log holds
+    /// (`durable`):
+    ///
+    /// 1. entries a dropped predecessor committed but did not flush are
+    ///    still in its segment: clone them out under a pin, unpin, and
+    ///    `write` them with their commit point (returns once durable);
+    /// 2. `discard` the log's uncommitted tail;
+    /// 3. publish `persisted`;
+    /// 4. install a fresh segment at the durable committed count.
+    ///
+    /// Step 4 comes last: a reader that loads the fresh segment reads
+    /// everything below its start from disk. Returns what is durable.
+    pub(crate) fn take_over<E>(
+        &mut self,
+        durable: Durable,
+        min_capacity: usize,
+        write: impl FnOnce(&[Entry], (u64, LogOffset)) -> Result<Durable, E>,
+        discard: impl FnOnce() -> Result<Durable, E>,
+    ) -> Result<Durable, E> {
+        let committed = self.buffer.committed();
+        if committed > durable.committed {
+            let guard = self.buffer.pin();
+            let mut missing = Vec::new();
+            // Entries `[0, durable.entries)` are on disk and the missing ones
+            // follow them: with none missing, the last committed entry is
+            // the last one on disk (flushed before its commit).
+            let mut last = durable.last;
+            if let Some(seg) = self.current(&guard) {
+                for seq in durable.entries.max(seg.start())..committed {
+                    let e = seg.get((seq - seg.start()) as usize);
+                    last = e.offset;
+                    missing.push(e.clone());
+                }
+            }
+            drop(guard);
+            debug!(
+                entries = missing.len(),
+                "flushing entries a dropped writer committed"
+            );
+            #[cfg(loom)]
+            if self.buffer.fault == Fault::InstallBeforeWrite {
+                self.publish_persisted(committed);
+                let guard = self.buffer.pin();
+                self.install(committed, last, min_capacity, &guard);
+            }
+            write(&missing, (committed, last))?;
+        }
+        let durable = discard()?;
+        self.publish_persisted(durable.entries);
+        let guard = self.buffer.pin();
+        self.install(
+            durable.committed,
+            durable.last_committed,
+            min_capacity,
+            &guard,
+        );
+        Ok(durable)
+    }
+
+    /// The faults that [`WriterToken::flush_with`] injects between taking
+    /// the entries out and writing them (loom models only).
+    #[cfg(loom)]
+    fn inject_before_write(&mut self, to: u64, pending: &[Entry]) {
+        match (self.buffer.fault, pending.last()) {
+            (Fault::TrimBeforeWrite, Some(last)) => {
+                self.publish_persisted(to);
+                let guard = self.buffer.pin();
+                self.trim(to, last.offset, 1, &guard);
+            }
+            (Fault::RetireBeforeWrite, _) => {
+                let guard = self.buffer.pin();
+                self.retire(&guard);
+            }
+            _ => {}
+        }
     }
 
     fn copy_into(dst: &Segment, src: &Segment, from: usize) {
@@ -293,17 +541,35 @@ impl WriterToken {
             .0
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let old = old.as_raw() as usize;
+        let free = move || {
+            // SAFETY: `old` came from `Owned::new`, and this closure runs
+            // exactly once (see the deferral below).
+            let seg = unsafe { Owned::from_raw(old as *mut Segment) };
+            retired.free(seg.into_box());
+            retired
+                .0
+                .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+        };
+        #[cfg(loom)]
+        if self.buffer.fault == Fault::FreeWithoutDefer {
+            free();
+            return;
+        }
         // SAFETY: the segment is unpublished and is freed only once every
         // guard that might have loaded it is dropped (epoch reclamation);
-        // `old` came from `Owned::new` and is freed exactly once, here.
-        unsafe {
-            guard.defer_unchecked(move || {
-                drop(Owned::from_raw(old as *mut Segment));
-                retired
-                    .0
-                    .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
-            });
-        }
+        // the collector runs `free` exactly once.
+        unsafe { guard.defer_unchecked(free) };
+    }
+
+    /// A fresh segment (under loom, with the buffer's injected fault).
+    fn new_segment(&self, start: u64, base: LogOffset, capacity: usize) -> Segment {
+        let seg = Segment::new(start, base, capacity);
+        #[cfg(loom)]
+        let seg = match self.buffer.fault {
+            Fault::LenRelaxed => seg.with_len_store(Ordering::Relaxed),
+            _ => seg,
+        };
+        seg
     }
 }
 

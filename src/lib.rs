@@ -56,6 +56,9 @@ mod error;
 mod flush_tracker;
 pub mod fs;
 mod log;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api;
 mod offset;
 mod reader;
 mod registry;

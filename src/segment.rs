@@ -69,6 +69,10 @@ pub(crate) struct Segment {
     base: LogOffset,
     len: AtomicUsize,
     slots: Box<[UnsafeCell<MaybeUninit<Entry>>]>,
+    /// The ordering of the `len` store in [`Segment::push`]: Release, except
+    /// in the loom model that checks loom catches a Relaxed one.
+    #[cfg(loom)]
+    len_store: Ordering,
 }
 
 // SAFETY: slots are shared between threads only through the published-length
@@ -90,6 +94,28 @@ impl Segment {
             slots: (0..capacity)
                 .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
                 .collect(),
+            #[cfg(loom)]
+            len_store: Ordering::Release,
+        }
+    }
+
+    /// The same segment with `len` published with `order` (loom models of
+    /// a wrong ordering only).
+    #[cfg(loom)]
+    pub(crate) fn with_len_store(mut self, order: Ordering) -> Self {
+        self.len_store = order;
+        self
+    }
+
+    /// What a free does under loom (the memory itself is kept until the
+    /// model ends): writes the length and every initialised slot through
+    /// loom's cells, so that loom reports any read of this segment that is
+    /// not ordered before the free.
+    #[cfg(loom)]
+    pub(crate) fn poison(&mut self) {
+        let n = exclusive_usize(&mut self.len);
+        for slot in &self.slots[..n] {
+            slot.with_mut(|_| ());
         }
     }
 
@@ -173,7 +199,11 @@ impl Segment {
         });
         // Release: publishes the slot just written; pairs with the Acquire
         // load in `published_len`.
-        self.len.store(n + 1, Ordering::Release);
+        #[cfg(not(loom))]
+        let release = Ordering::Release;
+        #[cfg(loom)]
+        let release = self.len_store;
+        self.len.store(n + 1, release);
         Ok(())
     }
 
@@ -190,6 +220,13 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // A failing loom model unwinds through here; loom would report the
+        // exclusive accesses below again, and a panic while unwinding aborts
+        // the test process. Leak the entries instead.
+        #[cfg(loom)]
+        if std::thread::panicking() {
+            return;
+        }
         let n = exclusive_usize(&mut self.len);
         for slot in &self.slots[..n] {
             slot.with_mut(|p| {

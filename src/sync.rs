@@ -208,10 +208,43 @@ impl Epoch {
         })
     }
 
-    /// Under loom every pin registers a fresh handle: models are small, and
-    /// a thread-local cache would outlive the model's collector.
+    /// Under loom the cache is the same, in a loom thread-local: it lives
+    /// as long as the model thread (so never longer than the model's
+    /// collector), and a thread's pins after its first neither register a
+    /// handle nor try to collect, as in production. (Registering a fresh
+    /// handle per pin multiplies the interleavings loom must explore by the
+    /// collector's list and queue operations.)
     #[cfg(loom)]
     pub(crate) fn pin(&self) -> Guard {
-        self.collector.register().pin()
+        use crossbeam_epoch::LocalHandle;
+        use std::cell::RefCell;
+
+        /// The handles of one model thread.
+        struct Handles(Vec<LocalHandle>);
+
+        impl Drop for Handles {
+            fn drop(&mut self) {
+                // A failing model unwinds out of loom and drops its threads'
+                // locals outside the execution, where unregistering a handle
+                // (loom atomics) would panic again and abort: leak them.
+                if std::thread::panicking() {
+                    std::mem::forget(std::mem::take(&mut self.0));
+                }
+            }
+        }
+
+        loom::thread_local! {
+            static HANDLES: RefCell<Handles> = RefCell::new(Handles(Vec::new()));
+        }
+        HANDLES.with(|cell| {
+            let handles = &mut cell.borrow_mut().0;
+            if let Some(h) = handles.iter().find(|h| h.collector() == &self.collector) {
+                return h.pin();
+            }
+            let h = self.collector.register();
+            let g = h.pin();
+            handles.push(h);
+            g
+        })
     }
 }

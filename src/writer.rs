@@ -100,40 +100,15 @@ impl ShapeWriter {
         let buffer_committed = token.buffer().committed();
         let durable = slot.log.durable();
         let torn = torn_tail(&token, buffer_committed, &durable);
-        if buffer_committed > durable.committed {
-            // A predecessor committed entries and was dropped before flushing
-            // them: they are still in its segment. Write them now.
-            let guard = token.buffer().pin();
-            let mut missing = Vec::new();
-            // Entries `[0, durable.entries)` are on disk and the missing ones
-            // follow them: with none missing, the last committed entry is
-            // the last one on disk (flushed before its commit).
-            let mut last = durable.last;
-            if let Some(seg) = token.current(&guard) {
-                let from = durable.entries.max(seg.start());
-                for seq in from..buffer_committed {
-                    let e = seg.get((seq - seg.start()) as usize);
-                    last = e.offset;
-                    missing.push(e.clone());
-                }
-            }
-            drop(guard);
-            debug!(
-                entries = missing.len(),
-                "flushing entries a dropped writer committed"
-            );
-            slot.log.append(&missing, Some((buffer_committed, last)))?;
-        }
-        let durable = slot.log.discard_uncommitted()?;
-        token.publish_persisted(durable.entries);
-        let guard = token.buffer().pin();
-        token.install(
-            durable.committed,
-            durable.last_committed,
+        // Entries a dropped predecessor committed but did not flush are still
+        // in its segment: `take_over` writes them, discards the uncommitted
+        // tail and installs a fresh segment (shared with the loom models).
+        let durable = token.take_over(
+            durable,
             inner.config.segment_capacity,
-            &guard,
-        );
-        drop(guard);
+            |missing, commit| slot.log.append(missing, Some(commit)),
+            || slot.log.discard_uncommitted(),
+        )?;
         let tracked = inner.tracker.register(&slot.id);
         tracked.flushed(durable.last_committed);
         Ok(ShapeWriter {
@@ -248,41 +223,32 @@ impl ShapeWriter {
             return Ok(self.flushed());
         }
         let _span = info_span!("flush", shape = %display_id(&self.slot.id)).entered();
-        // Collect under a pin (cheap refcount clones), write with no pin held.
-        let guard = self.token.buffer().pin();
-        let pending: Vec<Entry> = match self.token.current(&guard) {
-            Some(seg) => (self.durable.entries..self.appended)
-                .map(|seq| seg.get((seq - seg.start()) as usize).clone())
-                .collect(),
-            None => Vec::new(),
-        };
-        drop(guard);
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
-        match self.slot.log.append(&pending, commit) {
-            Ok(d) => self.durable = d,
+        let log = &self.slot.log;
+        // The protocol (collect under a pin, write with no pin held, publish
+        // persisted, then trim) lives in `WriterToken::flush_with`, shared
+        // with the loom models.
+        let flushed = self.token.flush_with(
+            self.durable.entries,
+            self.appended,
+            self.inner.config.segment_capacity,
+            |pending| log.append(pending, commit),
+        );
+        let written = match flushed {
+            Ok((d, n)) => {
+                self.durable = d;
+                n
+            }
             Err(e) => {
                 self.broken =
                     Some("a write or sync of its log failed; open a new writer to recover");
                 return Err(e);
             }
-        }
-        self.token.publish_persisted(self.durable.entries);
+        };
         self.tracked.flushed(self.durable.last_committed);
-        let guard = self.token.buffer().pin();
-        self.token.trim(
-            self.durable.entries,
-            self.durable.last,
-            self.inner.config.segment_capacity,
-            &guard,
-        );
-        // Hand the retired segment to the collector now: left in this thread's
-        // local bag it would wait for 63 more retirements (or the thread's
-        // exit) however idle the writer becomes.
-        guard.flush();
-        drop(guard);
         debug!(
-            entries = pending.len(),
+            entries = written,
             bytes = self.pending_bytes,
             "flushed and trimmed"
         );

@@ -1,0 +1,277 @@
+//! The handles the loom models in `loom-tests/` drive (compiled only under
+//! `cfg(loom)`; not part of the public API).
+//!
+//! Everything here forwards to the shipping code: [`Shape`] is a
+//! [`Buffer`] (with its own epoch collector, as each crossbeam loom model
+//! builds its own), [`Writer`] its [`WriterToken`], [`Shape::read`] the
+//! reader's `read`, [`Writer::flush`] and [`Writer::take_over`] the
+//! protocols `ShapeWriter` runs. The only model-side piece is [`MemDisk`],
+//! the shape's log as a loom-visible in-memory structure.
+//!
+//! A failing twin is the same model with a [`Fault`] injected into the
+//! buffer: the shipping code then takes the faulty path at one point.
+
+use std::sync::Arc;
+
+use crate::buffer::{Buffer, RetiredBytes, WriterToken};
+use crate::log::Durable;
+use crate::reader::{self, Disk};
+use crate::segment::Segment;
+use crate::sync::{lock, Epoch, Mutex, Ordering};
+use crate::{Entry, LogOffset, ReadOutcome, Result};
+
+pub use crate::buffer::Fault;
+
+/// One shape's in-memory buffer, with its own epoch domain.
+pub struct Shape {
+    buffer: Arc<Buffer>,
+    retired: Arc<RetiredBytes>,
+}
+
+impl Shape {
+    /// An empty shape (nothing committed, no segment) with `fault` injected.
+    pub fn new(fault: Fault) -> Shape {
+        let retired = Arc::new(RetiredBytes::default());
+        let buffer = Buffer::new(0, Epoch::new(), Arc::clone(&retired)).with_fault(fault);
+        Shape {
+            buffer: Arc::new(buffer),
+            retired,
+        }
+    }
+
+    /// Takes the writer claim ([`Buffer::claim`]).
+    pub fn claim(&self) -> Option<Writer> {
+        self.buffer.claim().map(|token| Writer {
+            token,
+            durable: Durable::default(),
+        })
+    }
+
+    /// The reader's `read` of `(after, upto]`, with `disk` as the log.
+    pub fn read(&self, disk: &MemDisk, after: LogOffset, upto: LogOffset) -> ReadOutcome {
+        reader::read(&self.buffer, disk, after, upto).expect("the model disk does not fail")
+    }
+
+    /// The committed watermark (Acquire).
+    pub fn committed(&self) -> u64 {
+        self.buffer.committed()
+    }
+
+    /// The persisted watermark (Acquire).
+    pub fn persisted(&self) -> u64 {
+        self.buffer.persisted()
+    }
+
+    /// Whether a segment is published.
+    pub fn is_live(&self) -> bool {
+        self.buffer.is_live()
+    }
+
+    /// Bytes of retired segments not yet freed.
+    pub fn retired_bytes(&self) -> u64 {
+        self.retired.get()
+    }
+
+    /// Pins and flushes the epoch `rounds` times, as `Store::collect` does:
+    /// each round may advance the epoch once and run the deferred frees
+    /// whose readers have all unpinned (a free needs two advances).
+    pub fn collect(&self, rounds: usize) {
+        for _ in 0..rounds {
+            self.buffer.pin().flush();
+        }
+    }
+}
+
+/// The single writer of a [`Shape`] ([`WriterToken`]). Dropping it releases
+/// the claim.
+pub struct Writer {
+    token: WriterToken,
+    /// What this writer last made durable (`ShapeWriter`'s `durable`).
+    durable: Durable,
+}
+
+impl Writer {
+    /// Publishes a fresh segment at entry `start` (offset `base` before it).
+    pub fn install(&mut self, start: u64, base: LogOffset, capacity: usize) {
+        let guard = self.token.buffer().pin();
+        self.token.install(start, base, capacity, &guard);
+    }
+
+    /// Appends `entry` (growing the segment when full).
+    pub fn append(&mut self, entry: Entry) {
+        let guard = self.token.buffer().pin();
+        self.token.append(entry, &guard);
+    }
+
+    /// Publishes the committed watermark.
+    pub fn commit(&mut self, committed: u64) {
+        self.token.commit(committed);
+    }
+
+    /// Records `persisted` entries as durable (the take-over publishes it
+    /// before installing; tests set it up with this).
+    pub fn publish_persisted(&mut self, persisted: u64) {
+        self.token.publish_persisted(persisted);
+    }
+
+    /// `ShapeWriter::flush`'s protocol ([`WriterToken::flush_with`]): the
+    /// entries appended since this writer's last flush, up to `to`, and the
+    /// commit point `commit` go to `disk`; then `persisted` is published and
+    /// the segment trimmed.
+    pub fn flush(&mut self, disk: &MemDisk, to: u64, commit: Option<(u64, LogOffset)>) {
+        let written = self
+            .token
+            .flush_with(self.durable.entries, to, 1, |pending| {
+                disk.append(pending, commit)
+            });
+        self.durable = written.expect("the model disk does not fail").0;
+    }
+
+    /// The tail of `ShapeWriter::terminate` (after its flush): unpublish and
+    /// retire the segment, then hand it to the collector.
+    pub fn retire(&mut self) {
+        let guard = self.token.buffer().pin();
+        self.token.retire(&guard);
+        guard.flush();
+    }
+
+    /// `ShapeWriter::open`'s take-over ([`WriterToken::take_over`]) against
+    /// `disk`.
+    pub fn take_over(&mut self, disk: &MemDisk) {
+        let durable = disk.durable();
+        let done = self.token.take_over(
+            durable,
+            1,
+            |missing, commit| disk.append(missing, Some(commit)),
+            || disk.discard_uncommitted(),
+        );
+        self.durable = done.expect("the model disk does not fail");
+    }
+}
+
+/// A shape's log as a loom-visible in-memory structure (a loom mutex around
+/// the entries and the commit point, like `ShapeLog`'s own lock around its
+/// files). [`Disk::read`] asserts that every entry the reader asks for is
+/// there: the reader asks only for entries its protocol says are durable,
+/// so a short disk is a protocol violation.
+#[derive(Default)]
+pub struct MemDisk {
+    state: Mutex<DiskState>,
+}
+
+#[derive(Default)]
+struct DiskState {
+    entries: Vec<Entry>,
+    committed: u64,
+}
+
+impl MemDisk {
+    /// An empty log.
+    pub fn new() -> MemDisk {
+        MemDisk::default()
+    }
+
+    /// The durable entries (committed or not), in order.
+    pub fn entries(&self) -> Vec<Entry> {
+        lock(&self.state).entries.clone()
+    }
+
+    fn durable_of(s: &DiskState) -> Durable {
+        let last_of = |n: u64| match n {
+            0 => LogOffset::ZERO,
+            n => s.entries[(n - 1) as usize].offset,
+        };
+        let entries = s.entries.len() as u64;
+        Durable {
+            entries,
+            last: last_of(entries),
+            committed: s.committed,
+            last_committed: last_of(s.committed),
+        }
+    }
+
+    /// What the log holds.
+    fn durable(&self) -> Durable {
+        Self::durable_of(&lock(&self.state))
+    }
+
+    /// Appends entries and a commit point; durable on return (the model has
+    /// no separate sync).
+    fn append(&self, entries: &[Entry], commit: Option<(u64, LogOffset)>) -> Result<Durable> {
+        let mut s = lock(&self.state);
+        s.entries.extend_from_slice(entries);
+        if let Some((n, _)) = commit {
+            assert!(n <= s.entries.len() as u64, "commit point beyond the log");
+            s.committed = n;
+        }
+        Ok(Self::durable_of(&s))
+    }
+
+    fn discard_uncommitted(&self) -> Result<Durable> {
+        let mut s = lock(&self.state);
+        let keep = s.committed as usize;
+        s.entries.truncate(keep);
+        Ok(Self::durable_of(&s))
+    }
+}
+
+impl Disk for MemDisk {
+    fn read(
+        &self,
+        after: LogOffset,
+        upto: LogOffset,
+        limit: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<()> {
+        let s = lock(&self.state);
+        assert!(
+            limit <= s.entries.len() as u64,
+            "disk short: the reader needs entries below {limit} from disk, the log holds {}",
+            s.entries.len()
+        );
+        out.extend(
+            s.entries[..limit as usize]
+                .iter()
+                .filter(|e| e.offset > after && e.offset <= upto)
+                .cloned(),
+        );
+        Ok(())
+    }
+}
+
+/// A bare segment, to check its own publication contract (model 4): one
+/// [`SegmentWriter`] pushes, any number of [`SegmentReader`]s read below
+/// the published length.
+pub fn segment(capacity: usize, fault: Fault) -> (SegmentWriter, SegmentReader) {
+    let seg = Segment::new(0, LogOffset::ZERO, capacity);
+    let seg = match fault {
+        Fault::LenRelaxed => seg.with_len_store(Ordering::Relaxed),
+        _ => seg,
+    };
+    let seg = Arc::new(seg);
+    (SegmentWriter(Arc::clone(&seg)), SegmentReader(seg))
+}
+
+/// The one pusher of a bare segment (not `Clone`).
+pub struct SegmentWriter(Arc<Segment>);
+
+impl SegmentWriter {
+    /// `Segment::push`; false when full.
+    pub fn push(&mut self, entry: Entry) -> bool {
+        // SAFETY: `SegmentWriter` is unique per segment (`segment` makes one
+        // and it is not `Clone`) and the segment is never retired.
+        unsafe { self.0.push(entry) }.is_ok()
+    }
+}
+
+/// A reader of a bare segment.
+#[derive(Clone)]
+pub struct SegmentReader(Arc<Segment>);
+
+impl SegmentReader {
+    /// The entries below the published length (Acquire), read in place.
+    pub fn read(&self) -> Vec<Entry> {
+        let n = self.0.published_len();
+        (0..n).map(|i| self.0.get(i).clone()).collect()
+    }
+}
