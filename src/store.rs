@@ -454,6 +454,36 @@ impl ShapeHandle {
         self.slot.log.durable().last_committed
     }
 
+    /// Removes the shape's log files whose entries all have offsets
+    /// `<= upto` (the host no longer needs them; the newest file is always
+    /// kept). Returns how many were removed. Safe while readers read and the
+    /// writer writes: a read already under way finishes from the files it
+    /// resolved; a read that starts later and needs a removed entry gets
+    /// [`Error::OffsetCollected`] naming the earliest offset still
+    /// available, never a partial answer.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use shapebuf::{Config, Error, LogOffset, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open_with(dir.path(), Config { file_bytes: 64, ..Config::default() })?;
+    /// let mut w = store.writer("s")?;
+    /// for tx in 1..=20 {
+    ///     w.append(LogOffset::new(tx, 0), vec![0u8; 40])?;
+    ///     w.commit()?;
+    ///     w.flush()?;
+    /// }
+    /// let h = store.handle("s")?;
+    /// assert!(h.collect_files_before(LogOffset::new(10, 0))? > 0);
+    /// let err = h.read(LogOffset::ZERO, LogOffset::MAX).unwrap_err();
+    /// assert!(matches!(err, Error::OffsetCollected { .. }));
+    /// assert_eq!(h.read(LogOffset::new(15, 0), LogOffset::MAX)?.entries.len(), 5);
+    /// # Ok(()) }
+    /// ```
+    pub fn collect_files_before(&self, upto: LogOffset) -> Result<usize> {
+        self.slot.log.collect_before(upto)
+    }
+
     /// Whether a writer's buffer is published (the shape is not dead).
     pub fn is_live(&self) -> bool {
         self.slot.buffer.is_live()

@@ -98,7 +98,9 @@ impl ShapeWriter {
     pub(crate) fn open(inner: Arc<Inner>, slot: Arc<Slot>, mut token: WriterToken) -> Result<Self> {
         let _span = info_span!("writer_open", shape = %display_id(&slot.id)).entered();
         let buffer_committed = token.buffer().committed();
-        let durable = slot.log.durable();
+        // A predecessor whose write or sync failed left the log poisoned; cut
+        // it back to what is known durable (the rest is still in memory).
+        let durable = slot.log.heal()?;
         let torn = torn_tail(&token, buffer_committed, &durable);
         // Entries a dropped predecessor committed but did not flush are still
         // in its segment: `take_over` writes them, discards the uncommitted
