@@ -29,7 +29,9 @@
 
 use crate::buffer::Buffer;
 use crate::log::ShapeLog;
-use crate::segment::{Entry, Segment};
+use std::ops::Range;
+
+use crate::segment::{Entry, Segment, Slots};
 use crate::{LogOffset, Result};
 
 /// The answer to a read.
@@ -96,16 +98,28 @@ struct Plan {
     raced: bool,
 }
 
-/// Indices `[i, j)` of `seg` that hold committed entries in `(after, upto]`,
-/// and the disk plan.
-fn plan(
+/// The slots of a segment that hold committed entries in `(after, upto]`.
+struct Memory<'g> {
+    slots: Slots<'g>,
+    range: Range<usize>,
+}
+
+impl<'g> Memory<'g> {
+    fn entries(&self) -> impl Iterator<Item = &'g Entry> + '_ {
+        self.range.clone().map(|k| self.slots.get(k))
+    }
+}
+
+/// The memory part (slots found by binary search for both ends, the
+/// published length loaded once) and the disk plan.
+fn plan<'g>(
     buffer: &Buffer,
-    seg: Option<&Segment>,
+    seg: Option<&'g Segment>,
     committed: u64,
     after: LogOffset,
     upto: LogOffset,
     guard: &crate::sync::Guard,
-) -> (Plan, usize, usize) {
+) -> (Plan, Option<Memory<'g>>) {
     let Some(seg) = seg else {
         return (
             Plan {
@@ -113,19 +127,12 @@ fn plan(
                 dead: true,
                 raced: false,
             },
-            0,
-            0,
+            None,
         );
     };
     let visible = committed.saturating_sub(seg.start());
-    let n = seg
-        .published_len()
-        .min(usize::try_from(visible).unwrap_or(usize::MAX));
-    let i = seg.first_after(after, n);
-    let mut j = i;
-    while j < n && seg.get(j).offset <= upto {
-        j += 1;
-    }
+    let slots = seg.published(usize::try_from(visible).unwrap_or(usize::MAX));
+    let range = slots.first_after(after)..slots.first_after(upto);
     let disk_limit = if after < seg.base() {
         committed.min(seg.start())
     } else {
@@ -141,8 +148,7 @@ fn plan(
             dead: false,
             raced,
         },
-        i,
-        j,
+        Some(Memory { slots, range }),
     )
 }
 
@@ -158,11 +164,8 @@ pub(crate) fn read(
     }
     let guard = buffer.pin();
     let view = buffer.view(&guard);
-    let (plan, i, j) = plan(buffer, view.segment, view.committed, after, upto, &guard);
-    let mem: Vec<Entry> = match view.segment {
-        Some(seg) => (i..j).map(|k| seg.get(k).clone()).collect(),
-        None => Vec::new(),
-    };
+    let (plan, memory) = plan(buffer, view.segment, view.committed, after, upto, &guard);
+    let mem: Vec<Entry> = memory.map_or_else(Vec::new, |m| m.entries().cloned().collect());
     drop(guard);
     finish(disk, after, upto, plan, mem)
 }
@@ -226,28 +229,25 @@ pub(crate) fn visit(
     }
     let guard = buffer.pin();
     let view = buffer.view(&guard);
-    let (plan, i, j) = plan(buffer, view.segment, view.committed, after, upto, &guard);
+    let (plan, memory) = plan(buffer, view.segment, view.committed, after, upto, &guard);
     if plan.disk_limit == 0 {
         let mut raced = plan.raced;
-        if let Some(seg) = view.segment {
-            for k in i..j {
-                f(seg.get(k));
-            }
+        let mut visited = 0;
+        if let (Some(seg), Some(m)) = (view.segment, &memory) {
+            m.entries().for_each(&mut f);
+            visited = m.range.len();
             // The callbacks ran over `seg` too: a swap during them is a race
             // this visit survived on the retired segment.
             raced = raced || !buffer.is_current(seg, &guard);
         }
         return Ok(VisitOutcome {
-            visited: j - i,
+            visited,
             from_disk: 0,
             dead: plan.dead,
             raced,
         });
     }
-    let mem: Vec<Entry> = match view.segment {
-        Some(seg) => (i..j).map(|k| seg.get(k).clone()).collect(),
-        None => Vec::new(),
-    };
+    let mem: Vec<Entry> = memory.map_or_else(Vec::new, |m| m.entries().cloned().collect());
     drop(guard);
     let out = finish(disk, after, upto, plan, mem)?;
     out.entries.iter().for_each(&mut f);

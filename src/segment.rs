@@ -62,6 +62,44 @@ impl Entry {
     }
 }
 
+/// The first `len` slots of a segment, every one initialised: what a reader
+/// may read, fixed once per read.
+#[derive(Clone, Copy)]
+pub(crate) struct Slots<'a> {
+    seg: &'a Segment,
+    len: usize,
+}
+
+impl<'a> Slots<'a> {
+    /// Slot `i`; panics if `i` is outside the view.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> &'a Entry {
+        assert!(i < self.len, "slot {i} outside the read view");
+        self.seg.slots[i].with(|p| {
+            // SAFETY: `i < len`, and `len` is at most a length loaded with
+            // Acquire in `Segment::published`, so slot `i` was initialised
+            // before that length was published and is never written again
+            // (slot initialisation invariant). The segment outlives `'a`.
+            unsafe { (*p).assume_init_ref() }
+        })
+    }
+
+    /// The index of the first slot whose offset is above `after` (`len`
+    /// when none is).
+    pub(crate) fn first_after(&self, after: LogOffset) -> usize {
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid).offset <= after {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
 /// One generation of a shape's in-memory buffer. See the module docs for the
 /// invariants.
 pub(crate) struct Segment {
@@ -162,19 +200,16 @@ impl Segment {
         })
     }
 
-    /// The index of the first of the first `n` slots whose offset is above
-    /// `after` (`n` when none is).
-    pub(crate) fn first_after(&self, after: LogOffset, n: usize) -> usize {
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.get(mid).offset <= after {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
+    /// A reader's view of the first `min(published_len, limit)` slots: the
+    /// published length is loaded once (Acquire, via
+    /// [`Segment::published_len`]), so reading an entry afterwards costs a
+    /// bounds compare, not an atomic load of the `len` cache line the writer
+    /// stores to on every append.
+    pub(crate) fn published(&self, limit: usize) -> Slots<'_> {
+        Slots {
+            seg: self,
+            len: self.published_len().min(limit),
         }
-        lo
     }
 
     /// Appends `entry`, or hands it back when the segment is full.
@@ -268,12 +303,13 @@ mod tests {
             // SAFETY: single-threaded test; this is the only writer.
             unsafe { s.push(e(tx, op)) }.expect("room");
         }
-        let n = s.published_len();
-        assert_eq!(s.first_after(LogOffset::ZERO, n), 0);
-        assert_eq!(s.first_after(LogOffset::new(2, 0), n), 1);
-        assert_eq!(s.first_after(LogOffset::new(2, 5), n), 2);
-        assert_eq!(s.first_after(LogOffset::new(5, 2), n), 4);
-        assert_eq!(s.first_after(LogOffset::new(4, 0), 3), 3);
+        let all = s.published(usize::MAX);
+        assert_eq!(all.first_after(LogOffset::MAX), 4);
+        assert_eq!(all.first_after(LogOffset::ZERO), 0);
+        assert_eq!(all.first_after(LogOffset::new(2, 0)), 1);
+        assert_eq!(all.first_after(LogOffset::new(2, 5)), 2);
+        assert_eq!(all.first_after(LogOffset::new(5, 2)), 4);
+        assert_eq!(s.published(3).first_after(LogOffset::new(4, 0)), 3);
     }
 
     #[test]
