@@ -120,25 +120,68 @@
 //!   advance is never missed. (The mutex stand-in is sequentially
 //!   consistent already.)
 //! - Events are emitted under the head lock, so subscribers see advances in
-//!   increasing order and a shape's loss before any advance past it.
+//!   increasing order. A removal emits its loss and only then, under the
+//!   same hold of the head lock, releases the removed shape's holds: every
+//!   advance past the lost data needs those releases, so it reaches
+//!   subscribers after the loss. (Releasing first, under the shape's lock,
+//!   let another thread's advance overtake the loss: found by the loom
+//!   model, `loom-tests/tests/flush_tracker.rs`.)
 //! - The pending-shape count is approximate and Relaxed.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{mpsc, Arc};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::warn;
 
 use crate::registry::display_id;
-use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, lock, mpsc, AtomicUsize, Mutex, Ordering};
 use crate::{Error, LogOffset, Result};
 
+/// Picks an id's shard.
 #[cfg(not(loom))]
-use std::sync::atomic::fence;
-
+type ShardHasher = std::hash::RandomState;
+/// Under loom, fixed keys: which shard (which loom mutex) a shape lands in
+/// must be the same in every execution, or loom's replay of a schedule
+/// diverges.
 #[cfg(loom)]
-use loom::sync::atomic::fence;
+type ShardHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+/// A deliberate protocol error that the loom model of the tracker (model 5)
+/// injects to check that loom catches it (its failing twins). Production
+/// has none.
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrackerFault {
+    /// The shipping protocol.
+    #[default]
+    None,
+    /// A report or removal drops its count of a hold Relaxed instead of
+    /// AcqRel: the thread that takes it to zero does not acquire the other
+    /// shapes' reports.
+    ReleaseRelaxed,
+    /// A report pops and releases the transactions it covers, unlocks the
+    /// shape, and only then records the shape's durable offset: a commit
+    /// that binds the shape in between charges it a transaction it has
+    /// already made durable.
+    ReleaseBeforeDurable,
+    /// A release takes the hold's key out of the pending set before its
+    /// decrement, and puts it back if the count did not reach zero.
+    KeyRemovedEarly,
+    /// A removal takes the shape's FIFO but forgets to release its holds.
+    RemoveKeepsHolds,
+    /// A removal releases its holds before it emits the loss (under the
+    /// head lock): another thread's advance past the lost data can reach
+    /// subscribers first.
+    LossAfterRelease,
+    /// A commit binds a shape that was removed after the commit looked it
+    /// up.
+    BindIgnoresRemoved,
+    /// An advance reads the pending set's minimum before it takes the head
+    /// lock (a stale snapshot against a fresh `last_commit`).
+    StaleSnapshot,
+}
 
 /// Shards of the id -> shape map.
 const SHARDS: usize = 64;
@@ -171,7 +214,7 @@ pub struct FlushTracker {
 
 struct Inner {
     shapes: Box<[Mutex<IdMap>]>,
-    hasher: RandomState,
+    hasher: ShardHasher,
     pending: PendingSet,
     /// Shapes with a non-empty FIFO (approximate while others update it).
     pending_shapes: AtomicUsize,
@@ -181,6 +224,8 @@ struct Inner {
     head: Mutex<Subscribers>,
     /// What [`FlushTracker::global`] reads; written under `head`.
     marks: Mutex<Marks>,
+    #[cfg(loom)]
+    fault: TrackerFault,
 }
 
 #[derive(Clone, Copy)]
@@ -329,7 +374,7 @@ impl FlushTracker {
         FlushTracker {
             inner: Arc::new(Inner {
                 shapes: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-                hasher: RandomState::new(),
+                hasher: ShardHasher::default(),
                 pending: PendingSet::new(),
                 pending_shapes: AtomicUsize::new(0),
                 commit: Mutex::new(offset),
@@ -338,8 +383,20 @@ impl FlushTracker {
                     last_commit: offset,
                     global: offset,
                 }),
+                #[cfg(loom)]
+                fault: TrackerFault::None,
             }),
         }
+    }
+
+    /// A tracker with `fault` injected (loom models only).
+    #[cfg(loom)]
+    pub(crate) fn with_fault(fault: TrackerFault) -> Self {
+        let mut t = FlushTracker::new();
+        if let Some(inner) = Arc::get_mut(&mut t.inner) {
+            inner.fault = fault;
+        }
+        t
     }
 
     /// Starts tracking shape `id` (its writer opened) and returns its
@@ -576,7 +633,11 @@ impl Inner {
     fn bind(&self, shape: &ShapeState, hold: &Arc<TxHold>, last: LogOffset) {
         let mut guard = lock(&shape.progress);
         let p = &mut *guard;
-        if p.removed {
+        #[cfg(not(loom))]
+        let skip_removed = p.removed;
+        #[cfg(loom)]
+        let skip_removed = p.removed && self.fault != TrackerFault::BindIgnoresRemoved;
+        if skip_removed {
             return;
         }
         match p.fifo.back_mut() {
@@ -605,7 +666,21 @@ impl Inner {
     fn release(&self, hold: &TxHold) -> Option<LogOffset> {
         // AcqRel: the decrement that reaches zero acquires every earlier
         // one (pairs with their Release), like `Arc`'s drop.
-        if hold.waiting.fetch_sub(1, Ordering::AcqRel) != 1 {
+        let order = Ordering::AcqRel;
+        #[cfg(loom)]
+        let order = match self.fault {
+            TrackerFault::ReleaseRelaxed => Ordering::Relaxed,
+            TrackerFault::KeyRemovedEarly => {
+                self.pending.remove(&hold.end);
+                if hold.waiting.fetch_sub(1, order) != 1 {
+                    self.pending.insert(hold.end, hold.prev);
+                    return None;
+                }
+                return Some(hold.end);
+            }
+            _ => order,
+        };
+        if hold.waiting.fetch_sub(1, order) != 1 {
             return None;
         }
         self.pending.remove(&hold.end);
@@ -626,31 +701,60 @@ impl Inner {
 
     /// Records that `shape` has everything up to `durable` durable.
     fn flushed(&self, shape: &ShapeState, durable: LogOffset) {
+        #[cfg(loom)]
+        if self.fault == TrackerFault::ReleaseBeforeDurable {
+            return self.flushed_release_before_durable(shape, durable);
+        }
         let removed = {
             let mut p = lock(&shape.progress);
             if p.removed || durable <= p.durable {
                 return;
             }
             p.durable = durable;
-            if p.fifo.front().is_none_or(|t| t.last > durable) {
+            self.pop_covered(&mut p, durable)
+        };
+        if let Some(end) = removed {
+            self.after_removal(end);
+        }
+    }
+
+    /// Pops and releases the leading FIFO entries that `durable` covers
+    /// (the shape's lock held). Returns the first key removed: the FIFO is
+    /// in commit order, so it is the smallest.
+    fn pop_covered(&self, p: &mut Progress, durable: LogOffset) -> Option<LogOffset> {
+        if p.fifo.front().is_none_or(|t| t.last > durable) {
+            return None;
+        }
+        let mut removed = None;
+        while let Some(t) = p.fifo.pop_front_if_covered(durable) {
+            if let Some(end) = self.release(&t.hold) {
+                removed.get_or_insert(end);
+            }
+        }
+        if p.fifo.is_empty() {
+            self.pending_shapes.fetch_sub(1, Ordering::Relaxed);
+            if p.fifo.capacity() > 16 {
+                p.fifo = VecDeque::new();
+            }
+        }
+        removed
+    }
+
+    /// [`TrackerFault::ReleaseBeforeDurable`]: `flushed` in two critical
+    /// sections, releasing first.
+    #[cfg(loom)]
+    fn flushed_release_before_durable(&self, shape: &ShapeState, durable: LogOffset) {
+        let removed = {
+            let mut p = lock(&shape.progress);
+            if p.removed || durable <= p.durable {
                 return;
             }
-            // The FIFO is in commit order: the first key removed is the
-            // smallest.
-            let mut removed = None;
-            while let Some(t) = p.fifo.pop_front_if_covered(durable) {
-                if let Some(end) = self.release(&t.hold) {
-                    removed.get_or_insert(end);
-                }
-            }
-            if p.fifo.is_empty() {
-                self.pending_shapes.fetch_sub(1, Ordering::Relaxed);
-                if p.fifo.capacity() > 16 {
-                    p.fifo = VecDeque::new();
-                }
-            }
-            removed
+            self.pop_covered(&mut p, durable)
         };
+        {
+            let mut p = lock(&shape.progress);
+            p.durable = p.durable.max(durable);
+        }
         if let Some(end) = removed {
             self.after_removal(end);
         }
@@ -660,11 +764,13 @@ impl Inner {
     /// or if `crash` says its writer died with some (`crash` is what was
     /// durable then).
     fn remove(&self, shape: &Arc<ShapeState>, crash: Option<LogOffset>) -> Option<Loss> {
-        let loss = {
+        let (loss, fifo) = {
             let mut p = lock(&shape.progress);
             if p.removed {
                 return None;
             }
+            // From here on no commit binds the shape and no report pops its
+            // FIFO: the holds taken out below are this thread's to release.
             p.removed = true;
             if let Some(d) = crash {
                 p.durable = p.durable.max(d);
@@ -674,14 +780,23 @@ impl Inner {
             if !fifo.is_empty() {
                 self.pending_shapes.fetch_sub(1, Ordering::Relaxed);
             }
-            for t in &fifo {
-                self.release(&t.hold);
-            }
-            (crash.is_some() || received_through.is_some()).then(|| Loss {
+            let loss = (crash.is_some() || received_through.is_some()).then(|| Loss {
                 shape: shape.id.clone(),
                 after: p.durable,
                 received_through,
-            })
+            });
+            (loss, fifo)
+        };
+        #[cfg(loom)]
+        let fifo = match self.fault {
+            TrackerFault::RemoveKeepsHolds => VecDeque::new(),
+            TrackerFault::LossAfterRelease => {
+                for t in &fifo {
+                    self.release(&t.hold);
+                }
+                VecDeque::new()
+            }
+            _ => fifo,
         };
         {
             let mut shard = lock(self.shard(&shape.id));
@@ -697,24 +812,42 @@ impl Inner {
                 "shape removed with data that was not durable"
             );
         }
+        // The holds are released under the head lock, after the loss is
+        // emitted: no advance past the lost data can be emitted before it.
         // Always advance here (removal is rare), so the fence-and-peek of
         // `after_removal` is not needed: the head lock orders it.
-        self.advance(None, loss.clone());
+        debug_assert!(loss.is_some() || fifo.is_empty(), "holds without a loss");
+        self.advance(None, loss.clone().map(|l| (l, fifo)));
         loss
     }
 
-    /// Publishes a commit and/or a loss, recomputes the global offset and
-    /// tells subscribers. Returns the global offset.
-    fn advance(&self, commit: Option<LogOffset>, loss: Option<Loss>) -> LogOffset {
+    /// Publishes a commit and/or a loss (then releases the lost shape's
+    /// holds), recomputes the global offset and tells subscribers. Returns
+    /// the global offset.
+    fn advance(
+        &self,
+        commit: Option<LogOffset>,
+        lost: Option<(Loss, VecDeque<PendingTx>)>,
+    ) -> LogOffset {
+        #[cfg(loom)]
+        let stale = (self.fault == TrackerFault::StaleSnapshot).then(|| self.pending.front());
         let mut head = lock(&self.head);
-        if let Some(loss) = loss {
+        if let Some((loss, holds)) = lost {
             head.emit(FlushEvent::Lost(loss));
+            for t in &holds {
+                self.release(&t.hold);
+            }
         }
         let mut marks = lock(&self.marks);
         if let Some(end) = commit {
             marks.last_commit = end;
         }
-        let candidate = match self.pending.front() {
+        // Read under the head lock: see # Orderings.
+        #[cfg(not(loom))]
+        let front = self.pending.front();
+        #[cfg(loom)]
+        let front = stale.unwrap_or_else(|| self.pending.front());
+        let candidate = match front {
             Some((_, prev)) => prev,
             None => marks.last_commit,
         };

@@ -10,6 +10,9 @@
 //!
 //! A failing twin is the same model with a [`Fault`] injected into the
 //! buffer: the shipping code then takes the faulty path at one point.
+//!
+//! The flush tracker's model (model 5) drives the public [`FlushTracker`]
+//! itself; [`flush_tracker`] builds one with a [`TrackerFault`] injected.
 
 use std::sync::Arc;
 
@@ -18,9 +21,10 @@ use crate::log::Durable;
 use crate::reader::{self, Disk};
 use crate::segment::Segment;
 use crate::sync::{lock, Epoch, Mutex, Ordering};
-use crate::{Entry, LogOffset, ReadOutcome, Result};
+use crate::{Entry, FlushTracker, LogOffset, ReadOutcome, Result};
 
 pub use crate::buffer::Fault;
+pub use crate::flush_tracker::TrackerFault;
 
 /// One shape's in-memory buffer, with its own epoch domain.
 pub struct Shape {
@@ -274,4 +278,9 @@ impl SegmentReader {
         let n = self.0.published_len();
         (0..n).map(|i| self.0.get(i).clone()).collect()
     }
+}
+
+/// A [`FlushTracker`] (the shipping one) with `fault` injected.
+pub fn flush_tracker(fault: TrackerFault) -> FlushTracker {
+    FlushTracker::with_fault(fault)
 }

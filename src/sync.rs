@@ -10,16 +10,24 @@
 //! `store`, and a `store` is visible to every load that starts after it) is
 //! the same for both.
 //!
+//! The flush tracker's subscriber channels are `std::sync::mpsc` in
+//! production and, under loom, [`mpsc`] below: a loom mutex around a queue
+//! with the same contract for what the tracker uses (`send` fails once the
+//! receiver is gone; `try_recv` returns the messages in send order). Loom's
+//! own `mpsc` stub does not fit: it counts a send to a dropped receiver as a
+//! message leaked at the end of the execution (a false failure for a
+//! subscriber that unsubscribes), and its `recv` prints through `dbg!`.
+//!
 //! [`pin`] pins the store's own epoch collector (never the process-global
 //! one) through a per-thread handle cache.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{Mutex, MutexGuard};
+pub(crate) use std::sync::{mpsc, Mutex, MutexGuard};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 
@@ -246,5 +254,71 @@ impl Epoch {
             handles.push(h);
             g
         })
+    }
+}
+
+/// The subscriber channel under loom (see the module docs): a loom mutex
+/// around a queue, so loom sees every send and receive and the order
+/// between them. Only what the flush tracker and the models use.
+#[cfg(loom)]
+pub(crate) mod mpsc {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    pub use std::sync::mpsc::{SendError, TryRecvError};
+
+    use super::{lock, Mutex};
+
+    struct Chan<T> {
+        queue: VecDeque<T>,
+        receiver_alive: bool,
+    }
+
+    /// A new channel.
+    pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+        let chan = Arc::new(Mutex::new(Chan {
+            queue: VecDeque::new(),
+            receiver_alive: true,
+        }));
+        (Sender(Arc::clone(&chan)), Receiver(chan))
+    }
+
+    /// The sending half.
+    pub struct Sender<T>(Arc<Mutex<Chan<T>>>);
+
+    impl<T> Sender<T> {
+        /// Queues `v`; fails (returning it) once the receiver was dropped.
+        pub fn send(&self, v: T) -> Result<(), SendError<T>> {
+            let mut c = lock(&self.0);
+            if !c.receiver_alive {
+                return Err(SendError(v));
+            }
+            c.queue.push_back(v);
+            Ok(())
+        }
+    }
+
+    /// The receiving half. Dropping it makes later sends fail.
+    pub struct Receiver<T>(Arc<Mutex<Chan<T>>>);
+
+    impl<T> Receiver<T> {
+        /// The oldest message not yet received, or `Empty` (never
+        /// `Disconnected`: the tracker keeps its senders while it lives).
+        pub fn try_recv(&self) -> Result<T, TryRecvError> {
+            lock(&self.0).queue.pop_front().ok_or(TryRecvError::Empty)
+        }
+    }
+
+    impl<T> Drop for Receiver<T> {
+        fn drop(&mut self) {
+            // A failing model drops its state while unwinding, outside the
+            // loom execution, where locking a loom mutex would panic again.
+            if std::thread::panicking() {
+                return;
+            }
+            let mut c = lock(&self.0);
+            c.receiver_alive = false;
+            c.queue.clear();
+        }
     }
 }
