@@ -65,6 +65,7 @@ mod registry;
 mod segment;
 mod store;
 mod sync;
+mod wait;
 mod writer;
 
 pub use error::{Error, Result};
@@ -74,4 +75,9 @@ pub use offset::LogOffset;
 pub use reader::{ReadOutcome, VisitOutcome};
 pub use segment::Entry;
 pub use store::{Config, ShapeHandle, Store};
+/// The live-tail waiter protocol for the loom model (`cfg(loom)` only).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use wait::loom_model as wait_loom;
+pub use wait::WaitOutcome;
 pub use writer::{Flushed, ShapeWriter};

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use crate::buffer::Buffer;
 use crate::log::ShapeLog;
 use crate::sync::{lock, Mutex, Published};
+use crate::wait::Waiters;
 
 /// The number of registry shards.
 pub(crate) const SHARDS: usize = 4096;
@@ -40,6 +41,9 @@ pub(crate) struct Slot {
     pub(crate) id: Bytes,
     pub(crate) buffer: Arc<Buffer>,
     pub(crate) log: ShapeLog,
+    /// Readers waiting for the shape's next commit (live tail; see
+    /// `wait.rs`). Lives with the slot, so waits span terminate and restart.
+    pub(crate) waiters: Waiters,
 }
 
 type Map = HashMap<Bytes, Arc<Slot>>;

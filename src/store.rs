@@ -30,6 +30,7 @@ use crate::reader::{self, ReadOutcome, VisitOutcome};
 use crate::registry::{display_id, Registry, Slot};
 use crate::segment::Entry;
 use crate::sync::Epoch;
+use crate::wait::{self, WaitOutcome, Waiters, Watch};
 use crate::writer::ShapeWriter;
 use crate::{Error, LogOffset, Result};
 
@@ -185,6 +186,7 @@ impl Store {
                 id: id.clone(),
                 buffer: Arc::new(inner.buffer(durable.committed)),
                 log: shape_log,
+                waiters: Waiters::default(),
             });
             inner
                 .registry
@@ -244,6 +246,63 @@ impl Store {
             .get(id)
             .ok_or_else(|| Error::UnknownShape(display_id(id)))?;
         reader::read(&slot.buffer, &slot.log, after, upto)
+    }
+
+    /// Blocks until shape `id` has a committed entry past `after`, its
+    /// writer goes away, or `timeout` passes: [`ShapeHandle::wait_for`]
+    /// after a lookup. An unknown shape is [`Error::UnknownShape`].
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use std::time::Duration;
+    /// use shapebuf::{LogOffset, Store, WaitOutcome};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// let out = store.wait_for("s", LogOffset::ZERO, Duration::from_millis(1))?;
+    /// assert_eq!(out, WaitOutcome::TimedOut);
+    /// w.append(LogOffset::new(1, 0), "x")?;
+    /// w.commit()?;
+    /// let out = store.wait_for("s", LogOffset::ZERO, Duration::from_secs(5))?;
+    /// assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for(
+        &self,
+        id: impl AsRef<[u8]>,
+        after: LogOffset,
+        timeout: Duration,
+    ) -> Result<WaitOutcome> {
+        Ok(self.handle(id)?.wait_for(after, timeout))
+    }
+
+    /// The async form of [`Store::wait_for`] (feature `tokio`; the timeout
+    /// runs on tokio's timer). The lookup happens at the call; the future
+    /// is `'static`, `Send` and cancel-safe.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> shapebuf::Result<()> {
+    /// use std::time::Duration;
+    /// use shapebuf::{LogOffset, Store, WaitOutcome};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// w.append(LogOffset::new(1, 0), "x")?;
+    /// w.commit()?;
+    /// let out = store.wait_for_async("s", LogOffset::ZERO, Duration::from_secs(5)).await?;
+    /// assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn wait_for_async(
+        &self,
+        id: impl AsRef<[u8]>,
+        after: LogOffset,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<WaitOutcome>> + Send + 'static {
+        let wait = self.handle(id).map(|h| h.wait_for_async(after, timeout));
+        async move { Ok(wait?.await) }
     }
 
     /// Whether shape `id` is known (has a log).
@@ -353,6 +412,7 @@ impl Inner {
             id,
             buffer: Arc::new(self.buffer(0)),
             log,
+            waiters: Waiters::default(),
         }))
     }
 }
@@ -381,6 +441,20 @@ impl Inner {
 pub struct ShapeHandle {
     inner: Arc<Inner>,
     slot: Arc<Slot>,
+}
+
+impl Watch for ShapeHandle {
+    fn waiters(&self) -> &Waiters {
+        &self.slot.waiters
+    }
+
+    fn committed(&self) -> LogOffset {
+        ShapeHandle::committed(self)
+    }
+
+    fn is_live(&self) -> bool {
+        ShapeHandle::is_live(self)
+    }
 }
 
 impl std::fmt::Debug for ShapeHandle {
@@ -452,6 +526,84 @@ impl ShapeHandle {
         }
         drop(guard);
         self.slot.log.durable().last_committed
+    }
+
+    /// Blocks until a transaction committing an offset past `after` is
+    /// visible ([`WaitOutcome::Committed`] with the last committed offset),
+    /// the shape is terminated or its writer dropped during the wait
+    /// ([`WaitOutcome::Terminated`], [`WaitOutcome::WriterDropped`]), or
+    /// `timeout` passes ([`WaitOutcome::TimedOut`]). Returns at once if
+    /// something past `after` is committed already.
+    ///
+    /// A terminated shape (dead) ends the wait at once with
+    /// [`WaitOutcome::Terminated`]; once a new writer restarts it, waits on
+    /// the same handle wait again. Holds no epoch pin while it sleeps, and
+    /// costs the writer one fence and one load per commit when nobody
+    /// waits. See `wait.rs` for the protocol.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use std::time::Duration;
+    /// use shapebuf::{LogOffset, Store, WaitOutcome};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let w = store.writer("s")?;
+    /// let h = store.handle("s")?;
+    /// let waiter = std::thread::spawn(move || h.wait_for(LogOffset::ZERO, Duration::from_secs(30)));
+    /// w.terminate()?;
+    /// assert_eq!(waiter.join().unwrap(), WaitOutcome::Terminated);
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for(&self, after: LogOffset, timeout: Duration) -> WaitOutcome {
+        wait::wait_for(self, after, timeout)
+    }
+
+    /// The async form of [`ShapeHandle::wait_for`] (feature `tokio`; the
+    /// timeout runs on tokio's timer). The future owns a clone of the
+    /// handle (`'static`, `Send`) and is cancel-safe: dropping it (for
+    /// instance when a `select!` picks another branch) deregisters it, and
+    /// no commit is consumed by a wait, so nothing is lost.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> shapebuf::Result<()> {
+    /// use std::time::Duration;
+    /// use shapebuf::{LogOffset, Store, WaitOutcome};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// let h = store.handle("s")?;
+    /// let tail = tokio::spawn(h.wait_for_async(LogOffset::ZERO, Duration::from_secs(30)));
+    /// w.append(LogOffset::new(3, 1), "x")?;
+    /// w.commit()?;
+    /// assert_eq!(tail.await.unwrap(), WaitOutcome::Committed(LogOffset::new(3, 1)));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn wait_for_async(
+        &self,
+        after: LogOffset,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = WaitOutcome> + Send + 'static {
+        let wait = wait::WaitFuture::new(self.clone(), after);
+        async move {
+            tokio::time::timeout(timeout, wait)
+                .await
+                .unwrap_or(WaitOutcome::TimedOut)
+        }
+    }
+
+    /// How many readers wait on this shape now (blocking and async), for
+    /// metrics.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = shapebuf::Store::open(dir.path()).unwrap();
+    /// # let _w = store.writer("s").unwrap();
+    /// assert_eq!(store.handle("s").unwrap().waiting(), 0);
+    /// ```
+    pub fn waiting(&self) -> usize {
+        self.slot.waiters.count()
     }
 
     /// Removes the shape's log files whose entries all have offsets

@@ -42,6 +42,7 @@ use crate::log::Durable;
 use crate::registry::{display_id, Slot};
 use crate::segment::Entry;
 use crate::store::Inner;
+use crate::wait::Close;
 use crate::{Error, LogOffset, Result};
 
 /// The single writer of one shape. Obtain it with
@@ -207,6 +208,11 @@ impl ShapeWriter {
         self.check()?;
         if self.appended > self.committed {
             self.token.commit(self.appended);
+            // Live tail: wake this shape's waiters (one fence and one load
+            // when there are none; see wait.rs). The cfg exists only to
+            // measure the hook (benches/wake.rs).
+            #[cfg(not(shapebuf_no_wait_hook))]
+            self.slot.waiters.notify_commit();
             self.committed = self.appended;
             self.last_committed = self.last;
         }
@@ -292,6 +298,8 @@ impl ShapeWriter {
         drop(guard);
         self.broken = Some("terminated");
         self.tracked.remove();
+        // Live tail: waiters learn that the shape was terminated.
+        self.slot.waiters.close(Close::Terminated);
         debug!("terminated");
         Ok(flushed)
     }
@@ -329,6 +337,8 @@ impl Drop for ShapeWriter {
             } else {
                 self.tracked.remove();
             }
+            // Live tail: waiters learn that the writer is gone.
+            self.slot.waiters.close(Close::WriterDropped);
         }
         if self.broken != Some("terminated") && self.appended > self.durable.entries {
             debug!(
