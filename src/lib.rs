@@ -81,3 +81,8 @@ pub use store::{Config, ShapeHandle, Store};
 pub use wait::loom_model as wait_loom;
 pub use wait::WaitOutcome;
 pub use writer::{Flushed, ShapeWriter};
+
+/// README.md's Rust examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
