@@ -18,6 +18,7 @@
 //! terminated or dropped with them open) carry "junk" payloads at offsets
 //! the plan reuses later: a reader that ever sees one fails.
 
+mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -277,19 +278,7 @@ fn reader_loop(store: &Store, sh: &Shared, seed: u64) -> ReaderStats {
         let out: ReadOutcome = match method {
             0 => store.read(SHAPE, after, upto).expect("Store::read"),
             1 => handle.read(after, upto).expect("ShapeHandle::read"),
-            _ => {
-                let mut entries = Vec::new();
-                let v = handle
-                    .visit(after, upto, |e| entries.push(e.clone()))
-                    .expect("ShapeHandle::visit");
-                assert_eq!(v.visited, entries.len());
-                ReadOutcome {
-                    entries,
-                    from_disk: v.from_disk,
-                    dead: v.dead,
-                    raced: v.raced,
-                }
-            }
+            _ => common::visit_outcome(&handle, after, upto),
         };
         let maybe = sh.maybe.load(Ordering::Acquire);
         let phase1 = sh.phase.load(Ordering::Acquire);

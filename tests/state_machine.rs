@@ -33,6 +33,7 @@
 //!   not depend on whether a new writer may reuse the offsets of a
 //!   transaction its predecessor left open.
 
+mod common;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::Duration;
@@ -413,19 +414,7 @@ impl Machine {
         let out: ReadOutcome = match via {
             Via::Store => self.store().read(SHAPE, after, upto).expect("read"),
             Via::Handle => h.read(after, upto).expect("read"),
-            Via::Visit => {
-                let mut entries = Vec::new();
-                let v = h
-                    .visit(after, upto, |e| entries.push(e.clone()))
-                    .expect("visit");
-                assert_eq!(v.visited, entries.len());
-                ReadOutcome {
-                    entries,
-                    from_disk: v.from_disk,
-                    dead: v.dead,
-                    raced: v.raced,
-                }
-            }
+            Via::Visit => common::visit_outcome(h, after, upto),
         };
         let want: Vec<(LogOffset, Bytes)> = if after < upto {
             self.committed

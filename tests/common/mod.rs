@@ -177,3 +177,23 @@ pub fn verify(fs: Arc<dyn Fs>, dir: &Path, model: &Model) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// Reads through `ShapeHandle::visit`, collecting what it lends into a
+/// `ReadOutcome` so visit answers compare like read answers.
+pub fn visit_outcome(
+    h: &shapebuf::ShapeHandle,
+    after: LogOffset,
+    upto: LogOffset,
+) -> shapebuf::ReadOutcome {
+    let mut entries = Vec::new();
+    let v = h
+        .visit(after, upto, |e| entries.push(e.clone()))
+        .expect("ShapeHandle::visit");
+    assert_eq!(v.visited, entries.len());
+    shapebuf::ReadOutcome {
+        entries,
+        from_disk: v.from_disk,
+        dead: v.dead,
+        raced: v.raced,
+    }
+}
