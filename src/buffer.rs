@@ -15,7 +15,9 @@
 //!   pushes into a segment.
 //! - A segment published with `start = s` is published only after entries
 //!   `[0, s)` are durable (`persisted >= s` was stored first), so a reader
-//!   may take everything below the loaded segment's `start` from disk.
+//!   may take everything below the loaded segment's `start` from disk. A
+//!   trim may keep some durable entries (`start < persisted`): readers of a
+//!   shape's tail then stay in memory.
 //! - The current segment holds every entry numbered `start..appended`; entry
 //!   `committed - 1` is therefore either below `start` (on disk) or in the
 //!   segment.
@@ -148,6 +150,16 @@ pub enum Fault {
     FreeWithoutDefer,
     /// [`Buffer::claim`] takes the claim Relaxed.
     ClaimRelaxed,
+}
+
+/// How a trim sizes the segment it swaps in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sizing {
+    /// The fewest slots a fresh segment gets.
+    pub(crate) min_capacity: usize,
+    /// Durable entries kept in memory after a flush, by payload bytes (the
+    /// newest ones; see [`WriterToken::trim`]).
+    pub(crate) retain_bytes: usize,
 }
 
 /// The per-shape in-memory buffer. See the module docs.
@@ -358,25 +370,39 @@ impl WriterToken {
         self.buffer.persisted.store(persisted, Ordering::Release);
     }
 
-    /// Swaps in a segment that starts at entry `persisted` (offset `base` is
-    /// its predecessor) and holds the current segment's entries from there
-    /// on, then retires the old segment. Must follow
+    /// Swaps in a segment that holds the current segment's entries from
+    /// entry `persisted` on (`base` is the offset of entry `persisted - 1`),
+    /// plus the last durable entries before it whose payloads and slots add
+    /// up to at most `retain_bytes` (so that readers tailing the shape keep reading
+    /// from memory), then retires the old segment. Must follow
     /// [`WriterToken::publish_persisted`] for the same count.
-    pub(crate) fn trim(
-        &mut self,
-        persisted: u64,
-        base: LogOffset,
-        min_capacity: usize,
-        guard: &Guard,
-    ) {
+    pub(crate) fn trim(&mut self, persisted: u64, base: LogOffset, sizing: Sizing, guard: &Guard) {
         let Some(seg) = self.current(guard) else {
             return;
         };
         debug_assert!(persisted >= seg.start());
         debug_assert!(self.buffer.persisted.load(Ordering::Relaxed) >= persisted);
-        let keep_from = usize::try_from(persisted - seg.start()).unwrap_or(usize::MAX);
-        let keep = seg.writer_len().saturating_sub(keep_from);
-        let trimmed = self.new_segment(persisted, base, (keep * 2).max(min_capacity));
+        let durable_end = usize::try_from(persisted - seg.start()).unwrap_or(usize::MAX);
+        let durable_end = durable_end.min(seg.writer_len());
+        // Walk back over the durable entries while they fit the budget.
+        let mut keep_from = durable_end;
+        let mut bytes = 0usize;
+        while keep_from > 0 {
+            // The slot counts too, so empty payloads cannot pile up.
+            let cost = seg.get(keep_from - 1).payload.len() + std::mem::size_of::<Entry>();
+            bytes = bytes.saturating_add(cost);
+            if bytes > sizing.retain_bytes {
+                break;
+            }
+            keep_from -= 1;
+        }
+        let (start, base) = match keep_from {
+            k if k == durable_end => (persisted, base),
+            0 => (seg.start(), seg.base()),
+            k => (seg.start() + k as u64, seg.get(k - 1).offset),
+        };
+        let keep = seg.writer_len() - keep_from;
+        let trimmed = self.new_segment(start, base, (keep * 2).max(sizing.min_capacity));
         Self::copy_into(&trimmed, seg, keep_from);
         self.replace(Owned::new(trimmed), guard);
     }
@@ -403,7 +429,8 @@ impl WriterToken {
     /// 2. `write` them; it returns once they are durable, with what the log
     ///    now holds;
     /// 3. publish `persisted`;
-    /// 4. trim: swap in a segment that starts at the new persisted count.
+    /// 4. trim: swap in a segment that starts at the new persisted count,
+    ///    less the durable tail `sizing` retains.
     ///
     /// Step 4 comes after step 2: a reader that loads the trimmed segment
     /// reads everything below its start from disk. Returns what is durable
@@ -412,7 +439,7 @@ impl WriterToken {
         &mut self,
         from: u64,
         to: u64,
-        min_capacity: usize,
+        sizing: Sizing,
         write: impl FnOnce(&[Entry]) -> Result<Durable, E>,
     ) -> Result<(Durable, usize), E> {
         let guard = self.buffer.pin();
@@ -424,11 +451,11 @@ impl WriterToken {
         };
         drop(guard);
         #[cfg(loom)]
-        self.inject_before_write(to, &pending);
+        self.inject_before_write(to, &pending, sizing);
         let durable = write(&pending)?;
         self.publish_persisted(durable.entries);
         let guard = self.buffer.pin();
-        self.trim(durable.entries, durable.last, min_capacity, &guard);
+        self.trim(durable.entries, durable.last, sizing, &guard);
         // Hand the retired segment to the collector now: left in this thread's
         // local bag it would wait for 63 more retirements (or the thread's
         // exit) however idle the writer becomes.
@@ -499,12 +526,12 @@ impl WriterToken {
     /// The faults that [`WriterToken::flush_with`] injects between taking
     /// the entries out and writing them (loom models only).
     #[cfg(loom)]
-    fn inject_before_write(&mut self, to: u64, pending: &[Entry]) {
+    fn inject_before_write(&mut self, to: u64, pending: &[Entry], sizing: Sizing) {
         match (self.buffer.fault, pending.last()) {
             (Fault::TrimBeforeWrite, Some(last)) => {
                 self.publish_persisted(to);
                 let guard = self.buffer.pin();
-                self.trim(to, last.offset, 1, &guard);
+                self.trim(to, last.offset, sizing, &guard);
             }
             (Fault::RetireBeforeWrite, _) => {
                 let guard = self.buffer.pin();

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use crate::buffer::{Buffer, RetiredBytes, WriterToken};
+use crate::buffer::{Buffer, RetiredBytes, Sizing, WriterToken};
 use crate::log::Durable;
 use crate::reader::{self, Disk};
 use crate::segment::Segment;
@@ -48,6 +48,10 @@ impl Shape {
         self.buffer.claim().map(|token| Writer {
             token,
             durable: Durable::default(),
+            sizing: Sizing {
+                min_capacity: 1,
+                retain_bytes: 0,
+            },
         })
     }
 
@@ -92,9 +96,17 @@ pub struct Writer {
     token: WriterToken,
     /// What this writer last made durable (`ShapeWriter`'s `durable`).
     durable: Durable,
+    /// How its flushes trim (no durable tail unless [`Writer::retain`]).
+    sizing: Sizing,
 }
 
 impl Writer {
+    /// Flushes keep the newest durable entries costing at most `bytes` (see
+    /// `Config::retain_bytes`; an entry with an empty payload costs 48).
+    pub fn retain(&mut self, bytes: usize) {
+        self.sizing.retain_bytes = bytes;
+    }
+
     /// Publishes a fresh segment at entry `start` (offset `base` before it).
     pub fn install(&mut self, start: u64, base: LogOffset, capacity: usize) {
         let guard = self.token.buffer().pin();
@@ -125,7 +137,7 @@ impl Writer {
     pub fn flush(&mut self, disk: &MemDisk, to: u64, commit: Option<(u64, LogOffset)>) {
         let written = self
             .token
-            .flush_with(self.durable.entries, to, 1, |pending| {
+            .flush_with(self.durable.entries, to, self.sizing, |pending| {
                 disk.append(pending, commit)
             });
         self.durable = written.expect("the model disk does not fail").0;

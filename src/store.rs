@@ -51,6 +51,12 @@ pub struct Config {
     /// Slots in a fresh in-memory segment (default 64; segments double when
     /// full).
     pub segment_capacity: usize,
+    /// After a flush, keep the newest durable entries in memory while their
+    /// payloads plus about 48 bytes of slot each add up to at most this many
+    /// bytes (default 16 KiB; 0 keeps none). Readers tailing a shape then
+    /// read its last entries from memory instead of from disk. The cost is
+    /// at most this much memory per shape that has flushed.
+    pub retain_bytes: usize,
     /// One sparse index point per this many bytes of log (default 10 MiB).
     pub index_interval: u64,
     /// Start a new log file once the current one reaches this size
@@ -67,6 +73,7 @@ impl Default for Config {
             flush_bytes: 64 << 10,
             flush_interval: Duration::from_secs(1),
             segment_capacity: 64,
+            retain_bytes: 16 << 10,
             index_interval: 10 << 20,
             file_bytes: 64 << 20,
             max_payload: 16 << 20,
@@ -618,7 +625,9 @@ impl ShapeHandle {
     /// # fn main() -> shapebuf::Result<()> {
     /// use shapebuf::{Config, Error, LogOffset, Store};
     /// let dir = tempfile::tempdir().unwrap();
-    /// let store = Store::open_with(dir.path(), Config { file_bytes: 64, ..Config::default() })?;
+    /// // Small files, and no durable tail kept in memory after a flush.
+    /// let cfg = Config { file_bytes: 64, retain_bytes: 0, ..Config::default() };
+    /// let store = Store::open_with(dir.path(), cfg)?;
     /// let mut w = store.writer("s")?;
     /// for tx in 1..=20 {
     ///     w.append(LogOffset::new(tx, 0), vec![0u8; 40])?;

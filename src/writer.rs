@@ -36,7 +36,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{debug, info_span};
 
-use crate::buffer::WriterToken;
+use crate::buffer::{Sizing, WriterToken};
 use crate::flush_tracker::TrackedShape;
 use crate::log::Durable;
 use crate::registry::{display_id, Slot};
@@ -240,7 +240,10 @@ impl ShapeWriter {
         let flushed = self.token.flush_with(
             self.durable.entries,
             self.appended,
-            self.inner.config.segment_capacity,
+            Sizing {
+                min_capacity: self.inner.config.segment_capacity,
+                retain_bytes: self.inner.config.retain_bytes,
+            },
             |pending| log.append(pending, commit),
         );
         let written = match flushed {

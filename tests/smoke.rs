@@ -8,6 +8,9 @@ fn round_trip_across_flush_terminate_restart_reopen() {
     let cfg = Config {
         flush_bytes: 1 << 30,
         segment_capacity: 2,
+        // A flush keeps a tail of about 20 entries: reads span disk, the
+        // durable tail and the unflushed entries.
+        retain_bytes: 1000,
         index_interval: 64,
         file_bytes: 512,
         ..Config::default()

@@ -136,6 +136,8 @@ struct Settings {
     tick_flushes: bool,
     /// Open the writer before the first op (else the shape starts unknown).
     start_writer: bool,
+    /// `Config::retain_bytes`: none, about one small entry, or the default.
+    retain_bytes: usize,
 }
 
 fn settings() -> impl Strategy<Value = Settings> {
@@ -143,12 +145,16 @@ fn settings() -> impl Strategy<Value = Settings> {
         prop_oneof![Just(1usize), Just(150), Just(1 << 20)],
         any::<bool>(),
         prop::bool::weighted(0.8),
+        prop_oneof![Just(0usize), Just(60), Just(16 << 10)],
     )
-        .prop_map(|(flush_bytes, tick_flushes, start_writer)| Settings {
-            flush_bytes,
-            tick_flushes,
-            start_writer,
-        })
+        .prop_map(
+            |(flush_bytes, tick_flushes, start_writer, retain_bytes)| Settings {
+                flush_bytes,
+                tick_flushes,
+                start_writer,
+                retain_bytes,
+            },
+        )
 }
 
 /// The system under test plus the model.
@@ -188,6 +194,7 @@ impl Machine {
                 Duration::from_secs(3600)
             },
             segment_capacity: 2,
+            retain_bytes: s.retain_bytes,
             index_interval: 64,
             file_bytes: 256,
             max_payload: MAX_PAYLOAD,

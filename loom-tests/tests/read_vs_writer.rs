@@ -53,6 +53,19 @@ const TRIM: Scenario = Scenario {
     },
 };
 
+/// 1e. As 1b, but the flush keeps a durable tail of one entry (a payload
+/// of 3 bytes plus a 48-byte slot): the trimmed segment starts at entry 1
+/// (base 1.0) and still holds the durable 1.1.
+const TRIM_KEEP_ONE: Scenario = Scenario {
+    log: || vec![e(1, 0), e(1, 1), e(2, 0)],
+    commits: &[2, 3],
+    before: |w, disk| {
+        w.retain(51);
+        (TRIM.before)(w, disk);
+    },
+    during: TRIM.during,
+};
+
 /// 1c. Both: growth, commit, flush + trim, and a commit into the trimmed
 /// segment.
 const ALL_STEPS: Scenario = Scenario {
@@ -166,6 +179,28 @@ fn read_vs_flush_trim() {
 }
 
 #[test]
+fn read_vs_flush_trim_keeping_a_tail() {
+    let seen = run(
+        "1e read vs flush+trim keeping a tail",
+        3,
+        Fault::None,
+        &TRIM_KEEP_ONE,
+        &[ALL],
+    );
+    // Entry 1.0 is on disk once the trimmed segment is in; 1.1 never is
+    // read from disk.
+    seen.assert_seen(
+        "1e",
+        &[
+            "2 entries, 0 from disk",
+            "2 entries, 0 from disk, raced",
+            "2 entries, 1 from disk",
+            "3 entries, 1 from disk",
+        ],
+    );
+}
+
+#[test]
 fn read_vs_all_steps() {
     let seen = run(
         "1c read vs all writer steps",
@@ -226,4 +261,15 @@ fn twin_view_loads_segment_first() {
 fn twin_trim_before_write() {
     let fault = Fault::TrimBeforeWrite;
     run("1b twin: trim before write", 3, fault, &TRIM, &[FROM_1_0]);
+}
+
+/// Twin of 1e: the tail-keeping trim swaps in before the write; a reader
+/// of everything that loads it (start 1, base 1.0) finds entry 1.0 missing
+/// from the disk.
+#[test]
+#[should_panic(expected = "disk short")]
+fn twin_trim_keeping_a_tail_before_write() {
+    let fault = Fault::TrimBeforeWrite;
+    let sc = &TRIM_KEEP_ONE;
+    run("1e twin: trim before write", 3, fault, sc, &[ALL]);
 }
