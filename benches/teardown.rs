@@ -12,7 +12,10 @@
 //!
 //! On 2 cores, 8 and 64 spinning readers oversubscribe the machine: the
 //! terminating thread competes with them for a core, which is what the tail
-//! shows. Percentiles over every terminate timed (warm-up included) are in
+//! shows. The control row says how much: right after each terminate, the
+//! same thread times a fixed piece of work of about the same length that
+//! touches nothing shared ([`control`]); whatever its tail grows by under
+//! the readers is the scheduler's, not the library's. Percentiles over every terminate timed (warm-up included) are in
 //! `target/criterion/shapebuf/teardown/<readers>.json`.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +50,7 @@ fn teardown(c: &mut Criterion) {
         let head = AtomicU64::new(1);
         let stop = AtomicBool::new(false);
         let mut lat: Vec<u64> = Vec::new();
+        let mut ctl: Vec<u64> = Vec::new();
         let mut dead_reads = 0u64;
         std::thread::scope(|s| {
             let threads: Vec<_> = (0..readers)
@@ -89,6 +93,9 @@ fn teardown(c: &mut Criterion) {
                         let d = t.elapsed();
                         lat.push(d.as_nanos() as u64);
                         total += d;
+                        let t = Instant::now();
+                        std::hint::black_box(control());
+                        ctl.push(t.elapsed().as_nanos() as u64);
                     }
                     total
                 })
@@ -99,7 +106,9 @@ fn teardown(c: &mut Criterion) {
             }
         });
         let p = common::pcts(&mut lat);
+        let c = common::pcts(&mut ctl);
         Json::default()
+            .pcts("control", &c)
             .num("readers", readers as f64)
             .num("dead_reads", dead_reads as f64)
             .num("retired_bytes_after", store.retired_bytes() as f64)
@@ -107,6 +116,17 @@ fn teardown(c: &mut Criterion) {
             .write(&format!("teardown/{readers}"));
     }
     g.finish();
+}
+
+/// Fixed work of roughly one uncontended terminate (about 0.5 µs here),
+/// touching no shared memory: the control for the scheduler's share of the
+/// tail.
+fn control() -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..600u64 {
+        x = std::hint::black_box(x.rotate_left(7) ^ i).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    }
+    x
 }
 
 criterion_group! {

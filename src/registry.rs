@@ -2,9 +2,12 @@
 //!
 //! # Structure
 //!
-//! A fixed array of [`SHARDS`] shards, each an immutable `HashMap` published
-//! through arc-swap ([`Published`]). A lookup hashes the id, loads its
-//! shard (wait-free) and probes the map. Adding or removing a shape copies
+//! A fixed array of [`SHARDS`] shards, each an immutable hash table
+//! published through arc-swap ([`Published`]). A lookup hashes the id once
+//! (SipHash-1-3 with a random key: ids are untrusted), picks the shard from
+//! bits 40..52 of the hash, loads the shard (wait-free) and probes its table
+//! with the same hash (the table uses the low bits for the bucket and the
+//! top 7 for its tag, so the shard bits do not skew it). Adding or removing a shape copies
 //! only its shard (about `n / 4096` entries) under that shard's writer
 //! lock, so publish cost stays flat as the table grows; at 1,000,000 shapes
 //! a shard holds ~250 entries. See docs/design.md for the measurements
@@ -21,7 +24,6 @@
 //! store, and every store before the load began); shard writers serialise on
 //! a per-shard mutex so no insert is lost between copy and store.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub(crate) const SHARDS: usize = 4096;
 /// (watermarks + segment pointer, which terminate empties) and its log.
 pub(crate) struct Slot {
     pub(crate) id: Bytes,
+    /// The registry's hash of `id` (kept so copying a shard never rehashes).
+    pub(crate) hash: u64,
     pub(crate) buffer: Arc<Buffer>,
     pub(crate) log: ShapeLog,
     /// Readers waiting for the shape's next commit (live tail; see
@@ -46,7 +50,7 @@ pub(crate) struct Slot {
     pub(crate) waiters: Waiters,
 }
 
-type Map = HashMap<Bytes, Arc<Slot>>;
+type Map = hashbrown::HashTable<Arc<Slot>>;
 
 struct Shard {
     map: Published<Map>,
@@ -71,36 +75,58 @@ impl Registry {
         }
     }
 
-    fn shard(&self, id: &[u8]) -> &Shard {
-        let h = self.hasher.hash_one(id) as usize;
-        &self.shards[h % SHARDS]
+    /// The hash of `id` that picks its shard and probes the shard's table.
+    pub(crate) fn hash(&self, id: &[u8]) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn shard(&self, hash: u64) -> &Shard {
+        &self.shards[(hash >> 40) as usize % SHARDS]
     }
 
     /// The slot of `id`, if the shape is known.
     pub(crate) fn get(&self, id: &[u8]) -> Option<Arc<Slot>> {
-        self.shard(id).map.load().get(id).cloned()
+        let hash = self.hash(id);
+        self.shard(hash)
+            .map
+            .load()
+            .find(hash, |s| s.id == id)
+            .cloned()
     }
 
-    /// Returns the slot of `id`, creating it with `make` if it is absent.
-    /// `make` runs under the shard's writer lock (it may do I/O: creating a
-    /// shape's first file), so two racing creators cannot both create.
+    /// Whether `id` is known (no refcount traffic).
+    pub(crate) fn contains(&self, id: &[u8]) -> bool {
+        let hash = self.hash(id);
+        self.shard(hash)
+            .map
+            .load()
+            .find(hash, |s| s.id == id)
+            .is_some()
+    }
+
+    /// Returns the slot of `id`, creating it with `make(hash)` if it is
+    /// absent. `make` runs under the shard's writer lock (it may do I/O:
+    /// creating a shape's first file), so two racing creators cannot both
+    /// create.
     pub(crate) fn get_or_insert_with<E>(
         &self,
         id: &[u8],
-        make: impl FnOnce() -> Result<Arc<Slot>, E>,
+        make: impl FnOnce(u64) -> Result<Arc<Slot>, E>,
     ) -> Result<Arc<Slot>, E> {
-        let shard = self.shard(id);
-        if let Some(s) = shard.map.load().get(id) {
+        let hash = self.hash(id);
+        let shard = self.shard(hash);
+        if let Some(s) = shard.map.load().find(hash, |s| s.id == id) {
             return Ok(Arc::clone(s));
         }
         let _w = lock(&shard.writer);
         let cur = shard.map.load();
-        if let Some(s) = cur.get(id) {
+        if let Some(s) = cur.find(hash, |s| s.id == id) {
             return Ok(Arc::clone(s));
         }
-        let slot = make()?;
+        let slot = make(hash)?;
+        debug_assert_eq!(slot.hash, hash);
         let mut next = Map::clone(&cur);
-        next.insert(slot.id.clone(), Arc::clone(&slot));
+        next.insert_unique(hash, Arc::clone(&slot), |s| s.hash);
         shard.map.store(Arc::new(next));
         Ok(slot)
     }
@@ -108,7 +134,7 @@ impl Registry {
     /// Calls `f` on every slot (a snapshot per shard).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Slot>)) {
         for shard in self.shards.iter() {
-            for slot in shard.map.load().values() {
+            for slot in shard.map.load().iter() {
                 f(slot);
             }
         }

@@ -189,15 +189,16 @@ impl Store {
                 continue;
             };
             let id = shape_log.id().clone();
-            let slot = Arc::new(Slot {
-                id: id.clone(),
-                buffer: Arc::new(inner.buffer(durable.committed)),
-                log: shape_log,
-                waiters: Waiters::default(),
-            });
-            inner
-                .registry
-                .get_or_insert_with(&id, || Ok::<_, Error>(slot))?;
+            let buffer = Arc::new(inner.buffer(durable.committed));
+            inner.registry.get_or_insert_with(&id, |hash| {
+                Ok::<_, Error>(Arc::new(Slot {
+                    id: id.clone(),
+                    hash,
+                    buffer,
+                    log: shape_log,
+                    waiters: Waiters::default(),
+                }))
+            })?;
             inner.stems_lock().insert(stem.clone());
             recovered += 1;
         }
@@ -215,7 +216,7 @@ impl Store {
         let slot = self
             .inner
             .registry
-            .get_or_insert_with(id, || self.inner.create_slot(id))?;
+            .get_or_insert_with(id, |hash| self.inner.create_slot(id, hash))?;
         let token = slot
             .buffer
             .claim()
@@ -314,7 +315,7 @@ impl Store {
 
     /// Whether shape `id` is known (has a log).
     pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
-        self.inner.registry.get(id.as_ref()).is_some()
+        self.inner.registry.contains(id.as_ref())
     }
 
     /// The number of known shapes.
@@ -393,7 +394,7 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn create_slot(&self, id: &[u8]) -> Result<Arc<Slot>> {
+    fn create_slot(&self, id: &[u8], hash: u64) -> Result<Arc<Slot>> {
         let stem = {
             let mut stems = self.stems_lock();
             let h = fnv1a(id);
@@ -417,6 +418,7 @@ impl Inner {
         })?;
         Ok(Arc::new(Slot {
             id,
+            hash,
             buffer: Arc::new(self.buffer(0)),
             log,
             waiters: Waiters::default(),
