@@ -456,10 +456,6 @@ impl WriterToken {
         self.publish_persisted(durable.entries);
         let guard = self.buffer.pin();
         self.trim(durable.entries, durable.last, sizing, &guard);
-        // Hand the retired segment to the collector now: left in this thread's
-        // local bag it would wait for 63 more retirements (or the thread's
-        // exit) however idle the writer becomes.
-        guard.flush();
         Ok((durable, pending.len()))
     }
 
@@ -586,6 +582,9 @@ impl WriterToken {
         // guard that might have loaded it is dropped (epoch reclamation);
         // the collector runs `free` exactly once.
         unsafe { guard.defer_unchecked(free) };
+        // Hand it to the collector once enough has piled up on this thread:
+        // an idle writer thread keeps at most about 1 MiB alive.
+        self.buffer.epoch.retired(guard, bytes as usize);
     }
 
     /// A fresh segment (under loom, with the buffer's injected fault).

@@ -50,7 +50,9 @@ pub(crate) struct Slot {
     pub(crate) waiters: Waiters,
 }
 
-type Map = hashbrown::HashTable<Arc<Slot>>;
+/// A shard's table: the id is kept inline beside its slot, so a probe
+/// compares ids without first loading the slot (one cache miss fewer).
+type Map = hashbrown::HashTable<(Bytes, Arc<Slot>)>;
 
 struct Shard {
     map: Published<Map>,
@@ -90,8 +92,8 @@ impl Registry {
         self.shard(hash)
             .map
             .load()
-            .find(hash, |s| s.id == id)
-            .cloned()
+            .find(hash, |(k, _)| k == id)
+            .map(|(_, s)| Arc::clone(s))
     }
 
     /// Whether `id` is known (no refcount traffic).
@@ -100,7 +102,7 @@ impl Registry {
         self.shard(hash)
             .map
             .load()
-            .find(hash, |s| s.id == id)
+            .find(hash, |(k, _)| k == id)
             .is_some()
     }
 
@@ -115,18 +117,18 @@ impl Registry {
     ) -> Result<Arc<Slot>, E> {
         let hash = self.hash(id);
         let shard = self.shard(hash);
-        if let Some(s) = shard.map.load().find(hash, |s| s.id == id) {
+        if let Some((_, s)) = shard.map.load().find(hash, |(k, _)| k == id) {
             return Ok(Arc::clone(s));
         }
         let _w = lock(&shard.writer);
         let cur = shard.map.load();
-        if let Some(s) = cur.find(hash, |s| s.id == id) {
+        if let Some((_, s)) = cur.find(hash, |(k, _)| k == id) {
             return Ok(Arc::clone(s));
         }
         let slot = make(hash)?;
         debug_assert_eq!(slot.hash, hash);
         let mut next = Map::clone(&cur);
-        next.insert_unique(hash, Arc::clone(&slot), |s| s.hash);
+        next.insert_unique(hash, (slot.id.clone(), Arc::clone(&slot)), |(_, s)| s.hash);
         shard.map.store(Arc::new(next));
         Ok(slot)
     }
@@ -134,7 +136,7 @@ impl Registry {
     /// Calls `f` on every slot (a snapshot per shard).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Slot>)) {
         for shard in self.shards.iter() {
-            for slot in shard.map.load().iter() {
+            for (_, slot) in shard.map.load().iter() {
                 f(slot);
             }
         }

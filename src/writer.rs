@@ -294,10 +294,11 @@ impl ShapeWriter {
         let _span = info_span!("terminate", shape = %display_id(&self.slot.id)).entered();
         let flushed = self.flush()?;
         let guard = self.token.buffer().pin();
+        // The retirement hands the segment to the collector once this thread
+        // has retired enough (`Epoch::retired`): collecting here every time
+        // would put the collector's cost, which grows with the number of
+        // reader threads, into terminate.
         self.token.retire(&guard);
-        // Hand the retired segment to the collector now rather than when this
-        // thread's local bag fills up.
-        guard.flush();
         drop(guard);
         self.broken = Some("terminated");
         self.tracked.remove();

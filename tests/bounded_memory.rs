@@ -14,14 +14,14 @@
 //! Freed memory goes through crossbeam-epoch: a retiring thread queues
 //! deferred frees in a local bag of up to `BAG` (64, crossbeam-epoch's bag
 //! size) and seals it into the collector's queue when it is full or when the
-//! writer hands it over (flush and terminate do, right after retiring);
+//! writer hands it over (after every 1 MiB it retires: `Epoch::retired`;
+//! here a bag fills long before that);
 //! a sealed bag is freed once the epoch has advanced twice — promptly, when
 //! no thread holds a pin for long (every thread's pins run collections,
 //! and each advances the epoch when nobody is pinned in an older one). So
 //! with readers that only pin briefly, at most about two bags' worth per
 //! writer thread await reclamation — one filling, one sealed
-//! (`BAGS_IN_FLIGHT`); in practice much less, since flushes hand over at
-//! once. The margin also covers a reader descheduled while briefly pinned:
+//! (`BAGS_IN_FLIGHT`). The margin also covers a reader descheduled while briefly pinned:
 //! `BOUND = WRITERS * BAGS_IN_FLIGHT * BAG * SEG_MAX`. The workload retires
 //! many times that in total (checked), so staying under it means memory is
 //! returned as the writers go, not at the end.
@@ -173,6 +173,8 @@ fn open() -> (tempfile::TempDir, Store, Arc<Shared>) {
     let cfg = Config {
         segment_capacity: SEGMENT_CAPACITY,
         flush_bytes: 1 << 30,
+        // A trim keeps no durable tail, so no segment outgrows `SEG_MAX`.
+        retain_bytes: 0,
         ..Config::default()
     };
     let store = Store::open_with(dir.path(), cfg).expect("open");
