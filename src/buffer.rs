@@ -407,6 +407,13 @@ impl WriterToken {
         self.replace(Owned::new(trimmed), guard);
     }
 
+    /// Hands the segments this thread retired to the collector now
+    /// (`Epoch::hand_off`).
+    pub(crate) fn hand_off_retired(&self) {
+        let guard = self.buffer.pin();
+        self.buffer.epoch.hand_off(&guard);
+    }
+
     /// Unpublishes the segment (the shape becomes dead) and retires it.
     /// Callers flush first so that readers that find it dead get everything
     /// from disk.
@@ -583,7 +590,7 @@ impl WriterToken {
         // the collector runs `free` exactly once.
         unsafe { guard.defer_unchecked(free) };
         // Hand it to the collector once enough has piled up on this thread:
-        // an idle writer thread keeps at most about 1 MiB alive.
+        // an idle writer thread keeps at most about 4 MiB alive.
         self.buffer.epoch.retired(guard, bytes as usize);
     }
 

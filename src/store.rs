@@ -337,9 +337,12 @@ impl Store {
     }
 
     /// Runs pending epoch reclamation on this thread (it also runs on its
-    /// own as threads pin).
+    /// own as threads pin), after handing over the segments this thread
+    /// retired (writers hand them over per 4 MiB, and on
+    /// [`ShapeWriter::tick`]).
     pub fn collect(&self) {
         let guard = self.inner.epoch.pin();
+        self.inner.epoch.hand_off(&guard);
         guard.flush();
     }
 

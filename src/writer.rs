@@ -271,9 +271,12 @@ impl ShapeWriter {
     /// Flushes if anything is pending and the flush interval
     /// ([`Config::flush_interval`](crate::Config::flush_interval)) has passed
     /// since the last flush. Hosts call this from their own timer; returns
-    /// whether it flushed.
+    /// whether it flushed. It also hands the segments this thread retired
+    /// (trims, terminates) to the epoch collector, which otherwise happens
+    /// per 4 MiB retired, so an idle writer thread does not keep them.
     pub fn tick(&mut self) -> Result<bool> {
         self.check()?;
+        self.token.hand_off_retired();
         let pending =
             self.appended > self.durable.entries || self.committed > self.durable.committed;
         if pending && self.last_flush.elapsed() >= self.inner.config.flush_interval {
@@ -295,7 +298,7 @@ impl ShapeWriter {
         let flushed = self.flush()?;
         let guard = self.token.buffer().pin();
         // The retirement hands the segment to the collector once this thread
-        // has retired enough (`Epoch::retired`): collecting here every time
+        // has retired 4 MiB (`Epoch::retired`): collecting here every time
         // would put the collector's cost, which grows with the number of
         // reader threads, into terminate.
         self.token.retire(&guard);

@@ -282,8 +282,11 @@ fn a_reader_holding_its_pin_makes_retired_memory_grow_until_it_lets_go() {
 }
 
 /// A writer thread that flushes and then idles must not keep the segment
-/// its trim retired: once no reader is pinned, any thread's collection
-/// returns it (here the test thread's, while the writer's thread lives on).
+/// its trim retired: its next `tick` (hosts tick writers from a timer)
+/// hands it to the collector, and once no reader is pinned any thread's
+/// collection returns it (here the test thread's, while the writer's
+/// thread lives on). Without the tick a segment under 4 MiB would wait in
+/// the writer thread's local bag (`Epoch::retired`).
 #[test]
 fn memory_a_trim_retired_returns_while_the_writer_thread_idles() {
     let (_dir, store, _sh) = open();
@@ -297,6 +300,7 @@ fn memory_a_trim_retired_returns_while_the_writer_thread_idles() {
                 .expect("append");
             w.commit().expect("commit");
             w.flush().expect("flush"); // the trim retires the 1 MiB segment
+            w.tick().expect("tick"); // nothing to flush; hands the segment over
             flushed_tx.send(()).expect("test waits");
             exit_rx.recv().expect("test lets the thread end");
             drop(w);
