@@ -590,7 +590,7 @@ impl WriterToken {
         // the collector runs `free` exactly once.
         unsafe { guard.defer_unchecked(free) };
         // Hand it to the collector once enough has piled up on this thread:
-        // an idle writer thread keeps at most about 4 MiB alive.
+        // an idle writer thread keeps at most about 64 KiB alive.
         self.buffer.epoch.retired(guard, bytes as usize);
     }
 

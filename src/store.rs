@@ -338,7 +338,7 @@ impl Store {
 
     /// Runs pending epoch reclamation on this thread (it also runs on its
     /// own as threads pin), after handing over the segments this thread
-    /// retired (writers hand them over per 4 MiB, and on
+    /// retired (writers hand them over per 64 KiB, and on
     /// [`ShapeWriter::tick`]).
     pub fn collect(&self) {
         let guard = self.inner.epoch.pin();

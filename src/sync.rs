@@ -170,9 +170,16 @@ impl<T> Published<T> {
 }
 
 /// Retired bytes a thread accumulates before [`Epoch::retired`] hands them
-/// to the collector.
+/// to the collector: what an idle writer thread may keep alive.
 #[cfg(not(loom))]
-pub(crate) const HANDOFF_BYTES: usize = 4 << 20;
+pub(crate) const HANDOFF_BYTES: usize = 64 << 10;
+
+/// Deferred functions in a crossbeam-epoch 0.9 thread-local bag (its
+/// `MAX_OBJECTS`): deferring this many seals the bag holding the earlier
+/// ones. Were the bag ever larger, sealing would come later (frees wait
+/// longer), never early.
+#[cfg(not(loom))]
+const BAG: usize = 64;
 
 /// The store's own epoch domain: a dedicated crossbeam-epoch [`Collector`]
 /// (so a host's long-held pins on the global collector cannot stall this
@@ -234,24 +241,24 @@ impl Epoch {
     }
 
     /// Called after `guard` deferred the free of `bytes` of retired memory:
-    /// hands this thread's deferred frees to the collector (and runs a
-    /// collection) once [`HANDOFF_BYTES`] have accumulated since the last
-    /// hand-off.
+    /// once [`HANDOFF_BYTES`] have accumulated on this thread since the last
+    /// hand-off, seals its local bag of deferred frees into the collector's
+    /// global queue, where the next collection (any thread's pin runs one
+    /// every 128 pins) frees them once no reader can hold them.
     ///
-    /// Collecting is not free: crossbeam's `collect` first tries to advance
-    /// the epoch, which reads every registered thread's epoch word, cache
-    /// lines the pinned readers keep writing, so its cost grows with the
-    /// number of reader threads. Doing it on every terminate put it in
-    /// terminate's tail (p99 0.76 µs with no reader, 8.4 µs with 64). Left
-    /// alone, a thread's deferred frees reach the collector when its local
-    /// bag fills (64 of them) or the thread exits; the threshold bounds what
-    /// an idle writer thread keeps alive to about `HANDOFF_BYTES` (and
-    /// [`Epoch::hand_off`], which `ShapeWriter::tick` and `Store::collect`
-    /// run, hands it over sooner), and a big segment (a trim of a long
-    /// buffer) is handed over at once. At 1 MiB the hand-off still came
-    /// often enough to show in terminate's p99 under 64 readers (2.7x the
-    /// p99 with none); at 4 MiB it is about one terminate in 800 in
-    /// `benches/teardown.rs`.
+    /// It seals without collecting. crossbeam-epoch offers one call that
+    /// seals, `Guard::flush`, and it also collects; collecting first tries
+    /// to advance the epoch, which reads every registered thread's epoch
+    /// word, cache lines the pinned readers keep writing, so its cost grows
+    /// with the number of reader threads. Collecting on every terminate put
+    /// it in terminate's tail (p99 0.76 µs with no reader, 8.4 µs with 64),
+    /// and collecting per 1 MiB or 4 MiB retired still showed (2.7x, 1.95x)
+    /// while letting retired memory pile up. Instead the bag is sealed the
+    /// way crossbeam seals it itself, when it is full: by deferring no-ops
+    /// until it is ([`BAG`] of them at most, about 0.3 µs). Left alone, a
+    /// thread's deferred frees would wait in its bag until 64 had piled up or
+    /// the thread exited: an idle writer thread would keep the last segments
+    /// it retired, however large.
     #[cfg(not(loom))]
     pub(crate) fn retired(&self, guard: &Guard, bytes: usize) {
         let due = self.with_local(|_, retired| {
@@ -260,12 +267,15 @@ impl Epoch {
             total >= HANDOFF_BYTES
         });
         if due {
-            guard.flush();
+            for _ in 0..BAG {
+                guard.defer(|| ());
+            }
         }
     }
 
-    /// Hands this thread's deferred frees to the collector (and runs a
-    /// collection) if it has retired anything since the last hand-off.
+    /// Hands this thread's deferred frees to the collector and runs a
+    /// collection, if it has retired anything since the last hand-off
+    /// (`ShapeWriter::tick`, `Store::collect`: not on a latency path).
     #[cfg(not(loom))]
     pub(crate) fn hand_off(&self, guard: &Guard) {
         if self.with_local(|_, retired| retired.replace(0)) > 0 {

@@ -272,8 +272,8 @@ impl ShapeWriter {
     /// ([`Config::flush_interval`](crate::Config::flush_interval)) has passed
     /// since the last flush. Hosts call this from their own timer; returns
     /// whether it flushed. It also hands the segments this thread retired
-    /// (trims, terminates) to the epoch collector, which otherwise happens
-    /// per 4 MiB retired, so an idle writer thread does not keep them.
+    /// (trims, terminates) to the epoch collector at once (otherwise that
+    /// happens per 64 KiB retired) and runs a collection.
     pub fn tick(&mut self) -> Result<bool> {
         self.check()?;
         self.token.hand_off_retired();
@@ -298,9 +298,9 @@ impl ShapeWriter {
         let flushed = self.flush()?;
         let guard = self.token.buffer().pin();
         // The retirement hands the segment to the collector once this thread
-        // has retired 4 MiB (`Epoch::retired`): collecting here every time
-        // would put the collector's cost, which grows with the number of
-        // reader threads, into terminate.
+        // has retired 64 KiB (`Epoch::retired`), without collecting: a
+        // collection here would put its cost, which grows with the number
+        // of reader threads, into terminate.
         self.token.retire(&guard);
         drop(guard);
         self.broken = Some("terminated");

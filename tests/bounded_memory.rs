@@ -282,11 +282,10 @@ fn a_reader_holding_its_pin_makes_retired_memory_grow_until_it_lets_go() {
 }
 
 /// A writer thread that flushes and then idles must not keep the segment
-/// its trim retired: its next `tick` (hosts tick writers from a timer)
-/// hands it to the collector, and once no reader is pinned any thread's
-/// collection returns it (here the test thread's, while the writer's
-/// thread lives on). Without the tick a segment under 4 MiB would wait in
-/// the writer thread's local bag (`Epoch::retired`).
+/// its trim retired: a retirement past 64 KiB seals the thread's bag of
+/// deferred frees into the collector's queue (`Epoch::retired`), and once
+/// no reader is pinned any thread's collection returns it (here the test
+/// thread's, while the writer's thread lives on).
 #[test]
 fn memory_a_trim_retired_returns_while_the_writer_thread_idles() {
     let (_dir, store, _sh) = open();
@@ -300,7 +299,6 @@ fn memory_a_trim_retired_returns_while_the_writer_thread_idles() {
                 .expect("append");
             w.commit().expect("commit");
             w.flush().expect("flush"); // the trim retires the 1 MiB segment
-            w.tick().expect("tick"); // nothing to flush; hands the segment over
             flushed_tx.send(()).expect("test waits");
             exit_rx.recv().expect("test lets the thread end");
             drop(w);
@@ -308,6 +306,42 @@ fn memory_a_trim_retired_returns_while_the_writer_thread_idles() {
         flushed_rx.recv().expect("writer flushed");
         assert!(
             store.retired_bytes() >= 1 << 20,
+            "the trim retired the segment"
+        );
+        let left = collect_down_to(&store, 0);
+        exit_tx.send(()).expect("writer waits");
+        left
+    });
+    assert_eq!(
+        left, 0,
+        "retired memory stayed queued on an idle writer thread"
+    );
+}
+
+/// A retirement too small to seal the bag (under 64 KiB) is handed over by
+/// the writer's next `tick` (hosts tick writers from a timer), so an idle
+/// writer thread does not keep it either.
+#[test]
+fn a_small_retirement_is_handed_over_by_the_next_tick() {
+    let (_dir, store, _sh) = open();
+    let (flushed_tx, flushed_rx) = mpsc::channel::<()>();
+    let (exit_tx, exit_rx) = mpsc::channel::<()>();
+    let left = thread::scope(|s| {
+        let store_ref = &store;
+        s.spawn(move || {
+            let mut w = store_ref.writer("idle").expect("writer");
+            w.append(LogOffset::new(1, 0), vec![1u8; 1 << 10])
+                .expect("append");
+            w.commit().expect("commit");
+            w.flush().expect("flush"); // the trim retires a 1 KiB segment
+            w.tick().expect("tick"); // nothing to flush; hands it over
+            flushed_tx.send(()).expect("test waits");
+            exit_rx.recv().expect("test lets the thread end");
+            drop(w);
+        });
+        flushed_rx.recv().expect("writer flushed");
+        assert!(
+            store.retired_bytes() >= 1 << 10,
             "the trim retired the segment"
         );
         let left = collect_down_to(&store, 0);
