@@ -42,15 +42,16 @@
 //! on its readers (10,000 sleeping threads are tens of milliseconds of
 //! futex wakes). A commit or close that finds `count != 0` sets `queued`
 //! and, if it was clear, pushes the shape onto the store's wake queue
-//! ([`WakeService`](crate::wake::WakeService), `wake.rs`): one lock and at
-//! most one futex wake, whatever the number of waiters. A commit that finds
-//! `queued` already set pushes nothing: the pending wake carries it. The
-//! store's waker thread (`shapebuf-wake`, spawned by the first waiter)
-//! pops the shape, clears `queued`, and only then wakes: bumps `seq` under
-//! the mutex, takes the async wakers, and outside the lock notifies the
-//! condvar and wakes the wakers. A wake touches only that shape's
-//! `shared`; a shape is in the queue at most once. If the thread cannot be
-//! spawned, the commit wakes inline (the same step, on its own thread).
+//! ([`WakeService`](crate::wake::WakeService), `wake.rs`): no lock, one
+//! compare-and-swap and at most one futex wake, whatever the number of
+//! waiters. A commit that finds `queued` already set pushes nothing: the
+//! pending wake carries it. The store's waker thread (`shapebuf-wake`,
+//! spawned by the first waiter) takes the shape off the queue, clears
+//! `queued`, and only then wakes: bumps `seq` under the mutex, takes the
+//! async wakers, and outside the lock notifies the condvar and wakes the
+//! wakers. A wake touches only that shape's `shared`; a shape is in the
+//! queue at most once. If the thread cannot be spawned, the commit wakes
+//! inline (the same step, on its own thread).
 //!
 //! # Orderings
 //!
@@ -88,7 +89,7 @@
 //!
 //! ```text
 //! committer (commit k)                 waker thread
-//! committed.store(k, Release)          pop the shape  (queue mutex)
+//! committed.store(k, Release)          take the shape off the queue
 //! fence(SeqCst); count.load() != 0     queued.swap(false, Acquire)  -- C
 //! queued.swap(true, Release)  -- M     seq += 1 under the mutex; notify
 //!   was true => no push
@@ -131,7 +132,7 @@ use loom::sync::{atomic::fence, Condvar};
 use std::sync::{atomic::fence, Condvar};
 
 use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, MutexGuard, Ordering};
-use crate::wake::WakeService;
+use crate::wake::{Link, WakeService};
 use crate::{sync::Mutex, LogOffset};
 
 /// Why a wait for new commits returned (see
@@ -251,6 +252,9 @@ pub enum Fault {
     /// The waker thread clears `queued` (with the shipping Acquire swap)
     /// after waking the shape's waiters instead of before.
     ClearAfterWake,
+    /// A notifier pushes the shape onto the wake queue with a Relaxed
+    /// compare-and-swap instead of a Release one.
+    PushRelaxed,
 }
 
 /// One shape's wake state: allocated by its first waiter, woken by the
@@ -265,8 +269,10 @@ pub(crate) struct Shared {
     /// In the waker thread's queue, or about to be (set by the notifier
     /// that pushes, cleared by the thread before it wakes).
     queued: AtomicBool,
+    /// Its place in the waker thread's queue (see `wake.rs`).
+    pub(crate) link: Link,
     #[cfg(loom)]
-    fault: Fault,
+    pub(crate) fault: Fault,
 }
 
 #[derive(Default)]
@@ -360,7 +366,7 @@ fn relock<'a, T>(r: std::sync::LockResult<MutexGuard<'a, T>>) -> MutexGuard<'a, 
 impl Waiters {
     /// The commit path's hook: call right after a commit's watermark is
     /// published. With no waiter: one fence and one load. With waiters: the
-    /// shape goes to `wake`'s thread (at most one lock and one futex wake
+    /// shape goes to `wake`'s thread (no lock; at most one futex wake
     /// here, whatever the number of waiters).
     #[inline]
     pub(crate) fn notify_commit(&self, wake: &WakeService) {
@@ -422,7 +428,7 @@ impl Waiters {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        if let Err(shared) = wake.push(Arc::clone(shared)) {
+        if !wake.push(shared) {
             // No thread to take it: wake here, as the thread would.
             shared.wake_queued();
         }
@@ -718,6 +724,7 @@ pub mod loom_model {
     use crate::sync::{AtomicBool, AtomicU64, Ordering};
     use crate::wake::WakeService;
     use crate::LogOffset;
+    use std::sync::Arc;
     use std::time::Duration;
 
     pub use super::{Fault, WaitOutcome};
@@ -730,12 +737,22 @@ pub mod loom_model {
         committed: AtomicU64,
         live: AtomicBool,
         waiters: Waiters,
-        wake: WakeService,
+        wake: Arc<WakeService>,
     }
 
     impl Shape {
         /// Nothing committed, no waiter, `fault` injected.
         pub fn new(fault: Fault) -> Shape {
+            Shape::with_service(fault, Arc::new(WakeService::new()))
+        }
+
+        /// Another shape of the same store: it shares this one's waker
+        /// thread and queue.
+        pub fn sibling(&self, fault: Fault) -> Shape {
+            Shape::with_service(fault, Arc::clone(&self.wake))
+        }
+
+        fn with_service(fault: Fault, wake: Arc<WakeService>) -> Shape {
             Shape {
                 committed: AtomicU64::new(0),
                 live: AtomicBool::new(true),
@@ -743,7 +760,7 @@ pub mod loom_model {
                     fault,
                     ..Waiters::default()
                 },
-                wake: WakeService::new(),
+                wake,
             }
         }
 
@@ -763,6 +780,11 @@ pub mod loom_model {
                 t.1.load(std::sync::atomic::Ordering::Relaxed),
                 t.2.load(std::sync::atomic::Ordering::Relaxed),
             )
+        }
+
+        /// The most shapes the waker thread took off its queue at once.
+        pub fn max_batch(&self) -> usize {
+            self.wake.max_batch()
         }
 
         /// Terminate: the buffer's Release unpublish of the segment, then

@@ -120,6 +120,44 @@ fn two_commits_vs_wait(fault: Fault) -> Outcomes {
 /// reader, waker thread).
 const BOUND: usize = 3;
 
+/// Two shapes of one store, one reader waiting on each, one commit to
+/// each: both shapes go through the one queue (a stack of two, or two
+/// pushes), and each reader is woken by its own shape's commit.
+fn two_shapes_one_queue(fault: Fault) -> Outcomes {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    let name = format!("6d two shapes, one waker thread ({fault:?})");
+    model(&name, BOUND_6D, move || {
+        with_waker(fault, |a| {
+            let b = Arc::new(a.sibling(fault));
+            let readers: Vec<_> = [a, &b]
+                .into_iter()
+                .map(|shape| {
+                    let shape = Arc::clone(shape);
+                    let gen = shape.generation();
+                    loom::thread::spawn(move || shape.wait(0, gen))
+                })
+                .collect();
+            a.commit(1);
+            b.commit(1);
+            let mut paths = Vec::new();
+            for (reader, shape) in readers.into_iter().zip([a, &b]) {
+                let out = reader.join().expect("reader");
+                assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
+                paths.push(path(shape, out));
+            }
+            if a.max_batch() == 2 {
+                paths.push("one batch".into());
+            }
+            seen.record(paths.join(" / "));
+        });
+    });
+    outcomes
+}
+
+/// The preemption bound of model 6d (four threads).
+const BOUND_6D: usize = 2;
+
 #[test]
 fn commit_wakes_a_waiter() {
     let c = "Committed(LogOffset { tx: 1, op: 0 })";
@@ -193,4 +231,25 @@ fn clearing_queued_with_a_relaxed_store_loses_a_wakeup() {
 #[should_panic(expected = "deadlock")]
 fn clearing_queued_after_the_wake_loses_a_wakeup() {
     two_commits_vs_wait(Fault::ClearAfterWake);
+}
+
+#[test]
+fn two_shapes_share_the_waker_thread() {
+    let c = "Committed(LogOffset { tx: 1, op: 0 })";
+    two_shapes_one_queue(Fault::None).assert_seen(
+        "6d",
+        &[
+            &format!("{c} slept / {c} slept"),
+            &format!("{c} slept / {c} slept / one batch"),
+            &format!("{c} fast / {c} fast"),
+        ],
+    );
+}
+
+/// The waker thread then reaches a shape whose creation (by its first
+/// waiter) it has not seen.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn pushing_with_a_relaxed_compare_and_swap_hides_the_shape() {
+    two_shapes_one_queue(Fault::PushRelaxed);
 }
