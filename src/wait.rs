@@ -988,6 +988,33 @@ mod tests {
         }
     }
 
+    /// The waker thread takes pushed shapes (several at once, and each
+    /// again once its flag is cleared), clears each flag before its wake,
+    /// and keeps no reference once its service is dropped (run under Miri
+    /// for `wake.rs`'s raw pointers).
+    #[test]
+    fn the_waker_thread_wakes_pushed_shapes_and_ends_with_its_service() {
+        let wake = WakeService::new();
+        let shapes: Vec<Arc<Shared>> = (0..3).map(|_| Arc::new(Shared::default())).collect();
+        for round in 1..=2u64 {
+            for s in &shapes {
+                assert!(!s.queued.swap(true, Ordering::Release));
+                assert!(wake.push(s));
+            }
+            for s in &shapes {
+                // Acquire: pairs with the Release bump in `wake_all`.
+                while s.seq.load(Ordering::Acquire) < round {
+                    std::thread::yield_now();
+                }
+                assert!(!s.queued.load(Ordering::Relaxed), "cleared before the wake");
+            }
+        }
+        drop(wake);
+        for s in &shapes {
+            assert_eq!(Arc::strong_count(s), 1, "the queue kept a reference");
+        }
+    }
+
     #[cfg(feature = "tokio")]
     #[test]
     fn slab_reuses_keys_and_resets_when_empty() {
