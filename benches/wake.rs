@@ -11,6 +11,11 @@
 //!   its wait returned, and prints (and writes to
 //!   `target/criterion/shapebuf/wake/`) its p50 / p99 / max, with the time
 //!   `commit()` itself took.
+//! - `commit_with_waiters/{blocking,async}/{1,100,10000}`: the same rounds
+//!   on the same readers, but criterion times only the `commit()` call: what
+//!   a writer pays for its readers (the wake itself is the store's waker
+//!   thread's job since the hand-off; before it, the committing thread
+//!   woke every reader inside `commit()`).
 //! - `commit_no_waiters/append_commit`: a writer appends one entry and
 //!   commits it, nobody waiting (in-memory files, no flush in the timed
 //!   loop). Build once as is and once with
@@ -165,6 +170,40 @@ fn report(name: &str, mut s: Samples) {
     }
 }
 
+/// Benchmarks the rounds of `n` registered readers of `h` twice: the
+/// commit-to-last-wake time (`wake/{form}/{n}`), then the time inside
+/// `commit()` alone (`commit_with_waiters/{form}/{n}`). Returns every
+/// round's `commit()` time.
+fn rounds(
+    c: &mut Criterion,
+    form: &str,
+    n: usize,
+    round: &Round,
+    w: &mut ShapeWriter,
+    h: &ShapeHandle,
+) -> Vec<u64> {
+    let mut commits = Vec::new();
+    let mut tx = 0;
+    for (group, whole) in [("wake", true), ("commit_with_waiters", false)] {
+        c.benchmark_group(format!("{group}/{form}")).bench_function(
+            BenchmarkId::from_parameter(n),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        tx += 1;
+                        let (all, commit) = round.run(w, h, tx);
+                        total += if whole { all } else { commit };
+                        commits.push(commit.as_nanos() as u64);
+                    }
+                    total
+                })
+            },
+        );
+    }
+    commits
+}
+
 /// `n` blocking readers, one thread each (small stacks).
 fn wake_blocking(c: &mut Criterion, n: usize) {
     let store = store();
@@ -193,21 +232,7 @@ fn wake_blocking(c: &mut Criterion, n: usize) {
                 .expect("spawn a reader")
         })
         .collect();
-    let mut commits = Vec::new();
-    let mut tx = 0;
-    c.benchmark_group("wake/blocking")
-        .bench_function(BenchmarkId::from_parameter(n), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    tx += 1;
-                    let (all, commit) = round.run(&mut w, &h, tx);
-                    total += all;
-                    commits.push(commit.as_nanos() as u64);
-                }
-                total
-            })
-        });
+    let commits = rounds(c, "blocking", n, &round, &mut w, &h);
     while h.waiting() < n {
         std::thread::yield_now();
     }
@@ -252,21 +277,7 @@ fn wake_async(c: &mut Criterion, n: usize) {
             })
         })
         .collect();
-    let mut commits = Vec::new();
-    let mut tx = 0;
-    c.benchmark_group("wake/async")
-        .bench_function(BenchmarkId::from_parameter(n), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    tx += 1;
-                    let (all, commit) = round.run(&mut w, &h, tx);
-                    total += all;
-                    commits.push(commit.as_nanos() as u64);
-                }
-                total
-            })
-        });
+    let commits = rounds(c, "async", n, &round, &mut w, &h);
     while h.waiting() < n {
         std::thread::yield_now();
     }

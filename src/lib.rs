@@ -66,6 +66,7 @@ mod segment;
 mod store;
 mod sync;
 mod wait;
+mod wake;
 mod writer;
 
 pub use error::{Error, Result};

@@ -31,6 +31,7 @@ use crate::registry::{display_id, Registry, Slot};
 use crate::segment::Entry;
 use crate::sync::Epoch;
 use crate::wait::{self, WaitOutcome, Waiters, Watch};
+use crate::wake::WakeService;
 use crate::writer::ShapeWriter;
 use crate::{Error, LogOffset, Result};
 
@@ -90,6 +91,9 @@ pub(crate) struct Inner {
     retired: Arc<RetiredBytes>,
     stems: Mutex<HashSet<String>>,
     pub(crate) tracker: FlushTracker,
+    /// Live tail: the waker thread (spawned by the first waiter; joined
+    /// when the last owner of the store is gone).
+    pub(crate) wake: WakeService,
 }
 
 /// A directory of shape logs with their in-memory buffers.
@@ -178,6 +182,7 @@ impl Store {
             retired: Arc::default(),
             stems: Mutex::new(HashSet::new()),
             tracker: FlushTracker::new(),
+            wake: WakeService::new(),
         });
         let lcfg = inner.log_config();
         let logs = log::list_logs(inner.fs.as_ref(), &inner.dir)?;
@@ -467,6 +472,10 @@ impl Watch for ShapeHandle {
     fn is_live(&self) -> bool {
         ShapeHandle::is_live(self)
     }
+
+    fn wake_service(&self) -> &WakeService {
+        &self.inner.wake
+    }
 }
 
 impl std::fmt::Debug for ShapeHandle {
@@ -551,7 +560,9 @@ impl ShapeHandle {
     /// [`WaitOutcome::Terminated`]; once a new writer restarts it, waits on
     /// the same handle wait again. Holds no epoch pin while it sleeps, and
     /// costs the writer one fence and one load per commit when nobody
-    /// waits. See `wait.rs` for the protocol.
+    /// waits; when readers wait, the commit hands their wake-up to the
+    /// store's waker thread (`shapebuf-wake`, started by the first wait)
+    /// and does not wait for it. See `wait.rs` for the protocol.
     ///
     /// ```
     /// # fn main() -> shapebuf::Result<()> {

@@ -29,13 +29,29 @@
 //!   reports a close if the generation moved while it waited.
 //! - `shared`: allocated by the first waiter of the shape and kept for the
 //!   slot's life: a mutex around the async wakers, a condvar for blocking
-//!   waiters, and `seq`, a wake counter (an event count) bumped under the
-//!   mutex by every wake.
+//!   waiters, `seq`, a wake counter (an event count) bumped under the
+//!   mutex by every wake, and `queued`, set while the shape waits in the
+//!   store's wake queue.
 //!
 //! Waiting never holds an epoch pin: a waiter pins only inside `committed`
 //! (the caller's check of the last committed offset), then sleeps unpinned.
-//! A wake touches only the shape's own `shared`; there is no thread per
-//! shape and no global lock.
+//!
+//! # Waking: the hand-off
+//!
+//! The committing thread never wakes anyone itself: a writer must not stall
+//! on its readers (10,000 sleeping threads are tens of milliseconds of
+//! futex wakes). A commit or close that finds `count != 0` sets `queued`
+//! and, if it was clear, pushes the shape onto the store's wake queue
+//! ([`WakeService`](crate::wake::WakeService), `wake.rs`): no lock, one
+//! compare-and-swap and at most one futex wake, whatever the number of
+//! waiters. A commit that finds `queued` already set pushes nothing: the
+//! pending wake carries it. The store's waker thread (`shapebuf-wake`,
+//! spawned by the first waiter) takes the shape off the queue, clears
+//! `queued`, and only then wakes: bumps `seq` under the mutex, takes the
+//! async wakers, and outside the lock notifies the condvar and wakes the
+//! wakers. A wake touches only that shape's `shared`; a shape is in the
+//! queue at most once. If the thread cannot be spawned, the commit wakes
+//! inline (the same step, on its own thread).
 //!
 //! # Orderings
 //!
@@ -68,6 +84,29 @@
 //! sleep notifies it; a wake before its `seq` load happened-before the
 //! waiter's next re-check (through the mutex or the Acquire load of `seq`).
 //!
+//! *No commit lost in the hand-off*: a commit whose `queued` swap finds
+//! the flag set pushes nothing, so the wake already queued must publish it.
+//!
+//! ```text
+//! committer (commit k)                 waker thread
+//! committed.store(k, Release)          take the shape off the queue
+//! fence(SeqCst); count.load() != 0     queued.swap(false, Acquire)  -- C
+//! queued.swap(true, Release)  -- M     seq += 1 under the mutex; notify
+//!   was true => no push
+//! ```
+//!
+//! M and C are RMWs on one flag, so one precedes the other in its
+//! modification order. If M precedes C, C reads M's value or a later RMW's
+//! in M's release sequence (an RMW reads the last value before it), so M
+//! synchronises with C: commit k happens-before the `seq` bump, and a
+//! waiter that sees the bump (or is notified by it) re-checks and sees
+//! commit k. If C precedes M, M reads false and pushes the shape again.
+//! Hence the two orders the loom twins break: the clear must be an RMW with
+//! Acquire (a store, even SeqCst, reads nothing and synchronises with no
+//! one: the waiter wakes, re-checks, misses commit k and sleeps past it),
+//! and it must come before the wake (cleared after, a commit landing
+//! between the bump and the clear is skipped and never woken).
+//!
 //! A close is the same pattern on `closed` instead of `committed`. A waiter
 //! loads `closed` (Acquire), then whether the shape is live (the segment
 //! pointer, Acquire; terminate unpublishes it with Release), and only then
@@ -80,7 +119,7 @@
 use std::future::Future;
 #[cfg(feature = "tokio")]
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 #[cfg(feature = "tokio")]
 use std::task::Waker;
 #[cfg(feature = "tokio")]
@@ -92,7 +131,8 @@ use loom::sync::{atomic::fence, Condvar};
 #[cfg(not(loom))]
 use std::sync::{atomic::fence, Condvar};
 
-use crate::sync::{lock, AtomicU64, AtomicUsize, MutexGuard, Ordering};
+use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, MutexGuard, Ordering};
+use crate::wake::{Link, WakeService};
 use crate::{sync::Mutex, LogOffset};
 
 /// Why a wait for new commits returned (see
@@ -165,6 +205,8 @@ pub(crate) trait Watch {
     /// Whether a writer's buffer is published (the shape is not dead), read
     /// with at least Acquire.
     fn is_live(&self) -> bool;
+    /// The store's waker thread (a registration starts it).
+    fn wake_service(&self) -> &WakeService;
 }
 
 /// One shape's waiter registry. See the module docs.
@@ -174,13 +216,16 @@ pub(crate) struct Waiters {
     count: AtomicUsize,
     /// `(closes << 1) | reason` of the last close.
     closed: AtomicU64,
-    /// Allocated by the first waiter; never freed before the slot.
-    shared: OnceLock<Box<Shared>>,
+    /// Allocated by the first waiter; never freed before the slot (the
+    /// waker thread's queue holds clones).
+    shared: OnceLock<Arc<Shared>>,
     #[cfg(loom)]
     fault: Fault,
-    /// What the waits did (loom model only): registrations and sleeps.
+    /// What the waits and wakes did (loom model only): registrations,
+    /// sleeps, and hand-offs skipped because the shape was queued already.
     #[cfg(loom)]
     trace: (
+        std::sync::atomic::AtomicUsize,
         std::sync::atomic::AtomicUsize,
         std::sync::atomic::AtomicUsize,
     ),
@@ -201,15 +246,33 @@ pub enum Fault {
     /// A blocking waiter goes to sleep without comparing `seq` under the
     /// mutex.
     SleepWithoutSeqCheck,
+    /// The waker thread clears a shape's `queued` flag with a Relaxed store
+    /// instead of an Acquire swap.
+    ClearRelaxed,
+    /// The waker thread clears `queued` (with the shipping Acquire swap)
+    /// after waking the shape's waiters instead of before.
+    ClearAfterWake,
+    /// A notifier pushes the shape onto the wake queue with a Relaxed
+    /// compare-and-swap instead of a Release one.
+    PushRelaxed,
 }
 
+/// One shape's wake state: allocated by its first waiter, woken by the
+/// store's waker thread.
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
     /// Wakes so far; bumped only with `state` locked.
     seq: AtomicU64,
     /// Blocking waiters sleep here.
     cond: Condvar,
+    /// In the waker thread's queue, or about to be (set by the notifier
+    /// that pushes, cleared by the thread before it wakes).
+    queued: AtomicBool,
+    /// Its place in the waker thread's queue (see `wake.rs`).
+    pub(crate) link: Link,
+    #[cfg(loom)]
+    pub(crate) fault: Fault,
 }
 
 #[derive(Default)]
@@ -302,22 +365,24 @@ fn relock<'a, T>(r: std::sync::LockResult<MutexGuard<'a, T>>) -> MutexGuard<'a, 
 
 impl Waiters {
     /// The commit path's hook: call right after a commit's watermark is
-    /// published. With no waiter: one fence and one load.
+    /// published. With no waiter: one fence and one load. With waiters: the
+    /// shape goes to `wake`'s thread (no lock; at most one futex wake
+    /// here, whatever the number of waiters).
     #[inline]
-    pub(crate) fn notify_commit(&self) {
+    pub(crate) fn notify_commit(&self, wake: &WakeService) {
         // SeqCst fence F1: orders the committed store before the count load
         // below; pairs with F2 in `register` (module docs, Orderings).
         self.fence_unless(Fault::NotifyWithoutFence);
         // Acquire: a nonzero count read from a registration (a release
         // sequence of RMWs) makes that waiter's `shared` visible here.
         if self.count.load(Ordering::Acquire) != 0 {
-            self.wake_all();
+            self.hand_off(wake);
         }
     }
 
     /// The writer went away: wakes every waiter with `why` unless it sees a
     /// commit past its `after`.
-    pub(crate) fn close(&self, why: Close) {
+    pub(crate) fn close(&self, why: Close, wake: &WakeService) {
         // Release: a waiter that sees this generation (Acquire in `check`)
         // sees every commit the writer made before closing. The writer
         // claim serialises closes; the update stays correct without it.
@@ -330,7 +395,7 @@ impl Waiters {
         self.fence_unless(Fault::NotifyWithoutFence);
         // Acquire: as in `notify_commit`.
         if self.count.load(Ordering::Acquire) != 0 {
-            self.wake_all();
+            self.hand_off(wake);
         }
     }
 
@@ -339,40 +404,45 @@ impl Waiters {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Queues the shape for the waker thread unless it is queued already
+    /// (module docs, Orderings: the hand-off).
     #[cold]
     #[inline(never)]
-    fn wake_all(&self) {
+    fn hand_off(&self, wake: &WakeService) {
         let Some(shared) = self.shared.get() else {
             // Unreachable: a registration initialises `shared` first and the
             // count load that led here synchronised with it.
             debug_assert!(false, "a registered waiter without shared state");
             return;
         };
-        let st = lock(&shared.state);
-        // Release: pairs with the Acquire load of `seq` in the waiters; the
-        // bump happens under the mutex (the event count's rule).
-        shared.seq.fetch_add(1, Ordering::Release);
-        #[cfg(feature = "tokio")]
-        let mut st = st;
-        #[cfg(feature = "tokio")]
-        let wakers = st.wakers.take_all();
-        let sleepers = st.sleepers;
-        drop(st);
-        if sleepers > 0 {
-            shared.cond.notify_all();
+        // Release: if the shape is queued already, the thread's clearing
+        // swap (an Acquire RMW, which reads the last value in the flag's
+        // modification order) reads this store or a later one and so sees
+        // this commit before it wakes anyone. (The SeqCst fence above is a
+        // release fence and would do it alone: a Relaxed swap passes loom
+        // model 6c. The Release keeps the argument local.)
+        if shared.queued.swap(true, Ordering::Release) {
+            #[cfg(loom)]
+            self.trace
+                .2
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
         }
-        // Outside the lock: a waker may run its task inline.
-        #[cfg(feature = "tokio")]
-        for w in wakers {
-            w.wake();
+        if !wake.push(shared) {
+            // No thread to take it: wake here, as the thread would.
+            shared.wake_queued();
         }
     }
 
-    /// Registers a waiter: `shared` exists, the count includes it, and the
-    /// caller's next check of the committed offset or `closed` sees any
-    /// commit or close whose notifier did not see the registration.
-    fn register(&self) -> &Shared {
-        let shared = self.shared.get_or_init(Box::default);
+    /// Registers a waiter: `shared` exists, the waker thread runs, the count
+    /// includes the waiter, and the caller's next check of the committed
+    /// offset or `closed` sees any commit or close whose notifier did not
+    /// see the registration.
+    fn register(&self, wake: &WakeService) -> &Shared {
+        let shared = self.shared();
+        // Spawned here (once per store) rather than by the first commit
+        // that needs it; if it cannot be, that commit wakes inline.
+        wake.start();
         #[cfg(loom)]
         self.trace
             .0
@@ -384,6 +454,20 @@ impl Waiters {
         // pairs with F1 in `notify_commit` and the fence in `close`.
         self.fence_unless(Fault::RegisterWithoutFence);
         shared
+    }
+
+    /// The shape's wake state, allocated by its first waiter.
+    fn shared(&self) -> &Shared {
+        #[cfg(not(loom))]
+        let make = || Arc::new(Shared::default());
+        #[cfg(loom)]
+        let make = || {
+            Arc::new(Shared {
+                fault: self.fault,
+                ..Shared::default()
+            })
+        };
+        self.shared.get_or_init(make)
     }
 
     /// A SeqCst fence (skipped under loom when `_skip` is the injected
@@ -434,6 +518,58 @@ impl Waiters {
     }
 }
 
+impl Shared {
+    /// The waker thread's step for one queued shape: clear `queued`, then
+    /// wake every waiter (module docs, Orderings: the hand-off).
+    pub(crate) fn wake_queued(&self) {
+        #[cfg(loom)]
+        match self.fault {
+            Fault::ClearRelaxed => {
+                self.queued.store(false, Ordering::Relaxed);
+                return self.wake_all();
+            }
+            Fault::ClearAfterWake => {
+                self.wake_all();
+                self.queued.swap(false, Ordering::Acquire);
+                return;
+            }
+            _ => {}
+        }
+        // Acquire RMW, before the wake: a notifier whose own swap found the
+        // flag set skipped the push; this swap reads the last value in the
+        // flag's modification order, so it synchronises with that
+        // notifier's Release swap, and the wake below publishes its commit
+        // (a plain store would read nothing and order nothing). A notifier
+        // whose swap comes after this one finds the flag clear and pushes
+        // again. (No Release needed: nothing here is read by the notifiers.)
+        self.queued.swap(false, Ordering::Acquire);
+        self.wake_all();
+    }
+
+    /// Bumps `seq` and wakes every waiter (sleeping threads and stored
+    /// wakers), outside the lock.
+    fn wake_all(&self) {
+        let st = lock(&self.state);
+        // Release: pairs with the Acquire load of `seq` in the waiters; the
+        // bump happens under the mutex (the event count's rule).
+        self.seq.fetch_add(1, Ordering::Release);
+        #[cfg(feature = "tokio")]
+        let mut st = st;
+        #[cfg(feature = "tokio")]
+        let wakers = st.wakers.take_all();
+        let sleepers = st.sleepers;
+        drop(st);
+        if sleepers > 0 {
+            self.cond.notify_all();
+        }
+        // Outside the lock: a waker may run its task inline.
+        #[cfg(feature = "tokio")]
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
 /// Blocks until a commit past `after` is visible on `watch`'s shape, the
 /// writer goes away, or `timeout` passes.
 pub(crate) fn wait_for(watch: &impl Watch, after: LogOffset, timeout: Duration) -> WaitOutcome {
@@ -453,9 +589,9 @@ fn wait_since(watch: &impl Watch, after: LogOffset, timeout: Duration, gen0: u64
     }
     // `None`: too far away to represent, i.e. no deadline.
     let deadline = Instant::now().checked_add(timeout);
-    let shared = waiters.register();
+    let shared = waiters.register(watch.wake_service());
     let out = loop {
-        // Acquire: pairs with the Release bump in `wake_all`.
+        // Acquire: pairs with the Release bump in `Shared::wake_all`.
         let seen = shared.seq.load(Ordering::Acquire);
         if let Some(out) = waiters.check(watch, after, gen0) {
             break out;
@@ -548,13 +684,13 @@ impl<W: Watch + Unpin> Future for WaitFuture<W> {
                 if let Some(out) = waiters.check(&this.watch, this.after, this.gen0) {
                     return Poll::Ready(out);
                 }
-                let shared = waiters.shared.get_or_init(Box::default);
+                let shared = waiters.shared();
                 this.key = Some(lock(&shared.state).wakers.insert());
-                waiters.register()
+                waiters.register(this.watch.wake_service())
             }
         };
         loop {
-            // Acquire: pairs with the Release bump in `wake_all`.
+            // Acquire: pairs with the Release bump in `Shared::wake_all`.
             let seen = shared.seq.load(Ordering::Acquire);
             if let Some(out) = waiters.check(&this.watch, this.after, this.gen0) {
                 this.deregister();
@@ -586,22 +722,37 @@ impl<W: Watch> Drop for WaitFuture<W> {
 pub mod loom_model {
     use super::{wait_since, Close, Waiters, Watch};
     use crate::sync::{AtomicBool, AtomicU64, Ordering};
+    use crate::wake::WakeService;
     use crate::LogOffset;
+    use std::sync::Arc;
     use std::time::Duration;
 
     pub use super::{Fault, WaitOutcome};
 
     /// A shape reduced to what a wait touches: the committed watermark
-    /// (written as `WriterToken::commit` does) and the shipping [`Waiters`].
+    /// (written as `WriterToken::commit` does), the shipping [`Waiters`],
+    /// and the shipping waker service (one per shape here, one per store in
+    /// production), whose thread the model runs with [`Shape::run_waker`].
     pub struct Shape {
         committed: AtomicU64,
         live: AtomicBool,
         waiters: Waiters,
+        wake: Arc<WakeService>,
     }
 
     impl Shape {
         /// Nothing committed, no waiter, `fault` injected.
         pub fn new(fault: Fault) -> Shape {
+            Shape::with_service(fault, Arc::new(WakeService::new()))
+        }
+
+        /// Another shape of the same store: it shares this one's waker
+        /// thread and queue.
+        pub fn sibling(&self, fault: Fault) -> Shape {
+            Shape::with_service(fault, Arc::clone(&self.wake))
+        }
+
+        fn with_service(fault: Fault, wake: Arc<WakeService>) -> Shape {
             Shape {
                 committed: AtomicU64::new(0),
                 live: AtomicBool::new(true),
@@ -609,6 +760,7 @@ pub mod loom_model {
                     fault,
                     ..Waiters::default()
                 },
+                wake,
             }
         }
 
@@ -616,23 +768,30 @@ pub mod loom_model {
         /// watermark, then the writer's hook.
         pub fn commit(&self, tx: u64) {
             self.committed.store(tx, Ordering::Release);
-            self.waiters.notify_commit();
+            self.waiters.notify_commit(&self.wake);
         }
 
-        /// How the waits went: `(registrations, sleeps)`.
-        pub fn trace(&self) -> (usize, usize) {
+        /// How the waits and wakes went: `(registrations, sleeps, hand-offs
+        /// skipped because the shape was queued already)`.
+        pub fn trace(&self) -> (usize, usize, usize) {
             let t = &self.waiters.trace;
             (
                 t.0.load(std::sync::atomic::Ordering::Relaxed),
                 t.1.load(std::sync::atomic::Ordering::Relaxed),
+                t.2.load(std::sync::atomic::Ordering::Relaxed),
             )
+        }
+
+        /// The most shapes the waker thread took off its queue at once.
+        pub fn max_batch(&self) -> usize {
+            self.wake.max_batch()
         }
 
         /// Terminate: the buffer's Release unpublish of the segment, then
         /// the writer's hook.
         pub fn terminate(&self) {
             self.live.store(false, Ordering::Release);
-            self.waiters.close(Close::Terminated);
+            self.waiters.close(Close::Terminated, &self.wake);
         }
 
         /// The close generation now: a wait given it reports every later
@@ -647,6 +806,19 @@ pub mod loom_model {
         pub fn wait(&self, after: u64, gen: u64) -> WaitOutcome {
             wait_since(self, LogOffset::new(after, 0), Duration::MAX, gen)
         }
+
+        /// The waker thread's loop (the shipping one): run it on a loom
+        /// thread; it returns after [`Shape::stop_waker`] once its queue is
+        /// empty.
+        pub fn run_waker(&self) {
+            self.wake.run();
+        }
+
+        /// Tells the waker thread to drain its queue and exit (as dropping
+        /// the store does).
+        pub fn stop_waker(&self) {
+            self.wake.shutdown();
+        }
     }
 
     impl Watch for Shape {
@@ -660,6 +832,9 @@ pub mod loom_model {
         fn is_live(&self) -> bool {
             // Acquire: as `Buffer::is_live`.
             self.live.load(Ordering::Acquire)
+        }
+        fn wake_service(&self) -> &WakeService {
+            &self.wake
         }
     }
 }
@@ -676,6 +851,7 @@ mod tests {
         waiters: Waiters,
         committed: StdU64,
         dead: std::sync::atomic::AtomicBool,
+        wake: WakeService,
     }
 
     impl Watch for Arc<Fake> {
@@ -688,13 +864,16 @@ mod tests {
         fn is_live(&self) -> bool {
             !self.dead.load(std::sync::atomic::Ordering::Acquire)
         }
+        fn wake_service(&self) -> &WakeService {
+            &self.wake
+        }
     }
 
     impl Fake {
         fn commit(&self, tx: u64) {
             self.committed
                 .store(tx, std::sync::atomic::Ordering::Release);
-            self.waiters.notify_commit();
+            self.waiters.notify_commit(&self.wake);
         }
     }
 
@@ -745,11 +924,11 @@ mod tests {
     #[test]
     fn a_drop_before_the_wait_is_not_reported_a_dead_shape_is() {
         let f = Arc::new(Fake::default());
-        f.waiters.close(Close::WriterDropped);
+        f.waiters.close(Close::WriterDropped, &f.wake);
         let out = wait_for(&f, LogOffset::ZERO, Duration::from_millis(1));
         assert_eq!(out, WaitOutcome::TimedOut);
         f.dead.store(true, std::sync::atomic::Ordering::Release);
-        f.waiters.close(Close::Terminated);
+        f.waiters.close(Close::Terminated, &f.wake);
         let out = wait_for(&f, LogOffset::ZERO, Duration::MAX);
         assert_eq!(out, WaitOutcome::Terminated);
         // A commit past `after` wins.
@@ -775,7 +954,7 @@ mod tests {
             while f.waiters.count() < 8 {
                 std::thread::yield_now();
             }
-            f.waiters.close(why);
+            f.waiters.close(why, &f.wake);
             for t in ts {
                 assert_eq!(t.join().unwrap(), want);
             }
@@ -806,6 +985,33 @@ mod tests {
                     WaitOutcome::Committed(LogOffset::new(1, 0))
                 );
             }
+        }
+    }
+
+    /// The waker thread takes pushed shapes (several at once, and each
+    /// again once its flag is cleared), clears each flag before its wake,
+    /// and keeps no reference once its service is dropped (run under Miri
+    /// for `wake.rs`'s raw pointers).
+    #[test]
+    fn the_waker_thread_wakes_pushed_shapes_and_ends_with_its_service() {
+        let wake = WakeService::new();
+        let shapes: Vec<Arc<Shared>> = (0..3).map(|_| Arc::new(Shared::default())).collect();
+        for round in 1..=2u64 {
+            for s in &shapes {
+                assert!(!s.queued.swap(true, Ordering::Release));
+                assert!(wake.push(s));
+            }
+            for s in &shapes {
+                // Acquire: pairs with the Release bump in `wake_all`.
+                while s.seq.load(Ordering::Acquire) < round {
+                    std::thread::yield_now();
+                }
+                assert!(!s.queued.load(Ordering::Relaxed), "cleared before the wake");
+            }
+        }
+        drop(wake);
+        for s in &shapes {
+            assert_eq!(Arc::strong_count(s), 1, "the queue kept a reference");
         }
     }
 

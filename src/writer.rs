@@ -208,11 +208,12 @@ impl ShapeWriter {
         self.check()?;
         if self.appended > self.committed {
             self.token.commit(self.appended);
-            // Live tail: wake this shape's waiters (one fence and one load
-            // when there are none; see wait.rs). The cfg exists only to
-            // measure the hook (benches/wake.rs).
+            // Live tail: hand this shape's waiters to the store's waker
+            // thread (one fence and one load when there are none; see
+            // wait.rs). The cfg exists only to measure the hook
+            // (benches/wake.rs).
             #[cfg(not(shapebuf_no_wait_hook))]
-            self.slot.waiters.notify_commit();
+            self.slot.waiters.notify_commit(&self.inner.wake);
             self.committed = self.appended;
             self.last_committed = self.last;
         }
@@ -306,7 +307,7 @@ impl ShapeWriter {
         self.broken = Some("terminated");
         self.tracked.remove();
         // Live tail: waiters learn that the shape was terminated.
-        self.slot.waiters.close(Close::Terminated);
+        self.slot.waiters.close(Close::Terminated, &self.inner.wake);
         debug!("terminated");
         Ok(flushed)
     }
@@ -345,7 +346,9 @@ impl Drop for ShapeWriter {
                 self.tracked.remove();
             }
             // Live tail: waiters learn that the writer is gone.
-            self.slot.waiters.close(Close::WriterDropped);
+            self.slot
+                .waiters
+                .close(Close::WriterDropped, &self.inner.wake);
         }
         if self.broken != Some("terminated") && self.appended > self.durable.entries {
             debug!(

@@ -1,10 +1,14 @@
 //! Model 6 (live tail): a commit or a terminate races a reader going to
-//! sleep in `wait_for`. The reader must return with the commit (or the
+//! sleep in `wait_for`, and the wake goes through the waker thread (the
+//! shipping loop, `src/wake.rs`, run on a loom thread that drains its queue
+//! and exits when told). The reader must return with the commit (or the
 //! terminate) every time; a lost wake-up leaves it asleep with no deadline,
 //! which loom reports as a deadlock. The failing twins remove, one at a
 //! time, the pieces src/wait.rs's `# Orderings` says are needed: the SeqCst
-//! fence on the notifying side, the one on the registering side, and the
-//! sequence check under the mutex before sleeping.
+//! fence on the notifying side, the one on the registering side, the
+//! sequence check under the mutex before sleeping, and (6c, two commits)
+//! the waker thread's Acquire swap clearing the shape's `queued` flag
+//! before it wakes.
 #![cfg(loom)]
 
 use std::sync::Arc;
@@ -14,14 +18,31 @@ use shapebuf::wait_loom::{Fault, Shape, WaitOutcome};
 use shapebuf::LogOffset;
 
 /// The outcome and the path the wait took: the fast path (no
-/// registration), registered without sleeping, or woken from sleep.
+/// registration), registered without sleeping, or woken from sleep; and
+/// whether a commit found the shape queued already and skipped its push.
 fn path(shape: &Shape, out: WaitOutcome) -> String {
-    let how = match shape.trace() {
+    let (registered, slept, skipped) = shape.trace();
+    let how = match (registered, slept) {
         (0, _) => "fast",
         (_, 0) => "registered",
         _ => "slept",
     };
-    format!("{out:?} {how}")
+    let skip = if skipped > 0 { ", push skipped" } else { "" };
+    format!("{out:?} {how}{skip}")
+}
+
+/// Runs `script` on a fresh shape with the waker thread running on a loom
+/// thread of its own; afterwards stops it (it drains its queue first) and
+/// joins it.
+fn with_waker(fault: Fault, script: impl FnOnce(&Arc<Shape>)) {
+    let shape = Arc::new(Shape::new(fault));
+    let waker = {
+        let shape = Arc::clone(&shape);
+        loom::thread::spawn(move || shape.run_waker())
+    };
+    script(&shape);
+    shape.stop_waker();
+    waker.join().expect("waker thread");
 }
 
 /// One reader waits for a commit past transaction 0 while the writer
@@ -29,17 +50,19 @@ fn path(shape: &Shape, out: WaitOutcome) -> String {
 fn commit_vs_wait(fault: Fault) -> Outcomes {
     let outcomes = Outcomes::default();
     let seen = outcomes.clone();
-    model(&format!("6a commit vs wait ({fault:?})"), 3, move || {
-        let shape = Arc::new(Shape::new(fault));
-        let gen = shape.generation();
-        let reader = {
-            let shape = Arc::clone(&shape);
-            loom::thread::spawn(move || shape.wait(0, gen))
-        };
-        shape.commit(1);
-        let out = reader.join().expect("reader");
-        assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
-        seen.record(path(&shape, out));
+    let name = format!("6a commit vs wait ({fault:?})");
+    model(&name, BOUND, move || {
+        with_waker(fault, |shape| {
+            let gen = shape.generation();
+            let reader = {
+                let shape = Arc::clone(shape);
+                loom::thread::spawn(move || shape.wait(0, gen))
+            };
+            shape.commit(1);
+            let out = reader.join().expect("reader");
+            assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
+            seen.record(path(shape, out));
+        });
     });
     outcomes
 }
@@ -48,23 +71,92 @@ fn commit_vs_wait(fault: Fault) -> Outcomes {
 fn terminate_vs_wait(fault: Fault) -> Outcomes {
     let outcomes = Outcomes::default();
     let seen = outcomes.clone();
-    model(&format!("6b terminate vs wait ({fault:?})"), 3, move || {
-        let shape = Arc::new(Shape::new(fault));
-        // The wait begins (snapshots the close generation) before the
-        // terminate; it may find the shape dead already, register before
-        // the terminate, or register after it.
-        let gen = shape.generation();
-        let reader = {
-            let shape = Arc::clone(&shape);
-            loom::thread::spawn(move || shape.wait(0, gen))
-        };
-        shape.terminate();
-        let out = reader.join().expect("reader");
-        assert_eq!(out, WaitOutcome::Terminated);
-        seen.record(path(&shape, out));
+    let name = format!("6b terminate vs wait ({fault:?})");
+    model(&name, BOUND, move || {
+        with_waker(fault, |shape| {
+            // The wait begins (snapshots the close generation) before the
+            // terminate; it may find the shape dead already, register
+            // before the terminate, or register after it.
+            let gen = shape.generation();
+            let reader = {
+                let shape = Arc::clone(shape);
+                loom::thread::spawn(move || shape.wait(0, gen))
+            };
+            shape.terminate();
+            let out = reader.join().expect("reader");
+            assert_eq!(out, WaitOutcome::Terminated);
+            seen.record(path(shape, out));
+        });
     });
     outcomes
 }
+
+/// One reader waits for a commit past transaction 1 while the writer
+/// commits transactions 1 and 2: the second commit may find the shape
+/// still queued by the first (the waker thread has not cleared the flag)
+/// and skip its push; the waker thread's wake must then carry it.
+fn two_commits_vs_wait(fault: Fault) -> Outcomes {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    let name = format!("6c two commits vs wait ({fault:?})");
+    model(&name, BOUND, move || {
+        with_waker(fault, |shape| {
+            let gen = shape.generation();
+            let reader = {
+                let shape = Arc::clone(shape);
+                loom::thread::spawn(move || shape.wait(1, gen))
+            };
+            shape.commit(1);
+            shape.commit(2);
+            let out = reader.join().expect("reader");
+            assert_eq!(out, WaitOutcome::Committed(LogOffset::new(2, 0)));
+            seen.record(path(shape, out));
+        });
+    });
+    outcomes
+}
+
+/// The preemption bound of every model here (three threads: writer,
+/// reader, waker thread).
+const BOUND: usize = 3;
+
+/// Two shapes of one store, one reader waiting on each, one commit to
+/// each: both shapes go through the one queue (a stack of two, or two
+/// pushes), and each reader is woken by its own shape's commit.
+fn two_shapes_one_queue(fault: Fault) -> Outcomes {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    let name = format!("6d two shapes, one waker thread ({fault:?})");
+    model(&name, BOUND_6D, move || {
+        with_waker(fault, |a| {
+            let b = Arc::new(a.sibling(fault));
+            let readers: Vec<_> = [a, &b]
+                .into_iter()
+                .map(|shape| {
+                    let shape = Arc::clone(shape);
+                    let gen = shape.generation();
+                    loom::thread::spawn(move || shape.wait(0, gen))
+                })
+                .collect();
+            a.commit(1);
+            b.commit(1);
+            let mut paths = Vec::new();
+            for (reader, shape) in readers.into_iter().zip([a, &b]) {
+                let out = reader.join().expect("reader");
+                assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
+                paths.push(path(shape, out));
+            }
+            if a.max_batch() == 2 {
+                paths.push("one batch".into());
+            }
+            seen.record(paths.join(" / "));
+        });
+    });
+    outcomes
+}
+
+/// The preemption bound of model 6d (four threads).
+const BOUND_6D: usize = 2;
 
 #[test]
 fn commit_wakes_a_waiter() {
@@ -113,4 +205,51 @@ fn terminate_wakes_a_waiter() {
 #[should_panic(expected = "deadlock")]
 fn terminate_without_its_fence_loses_a_wakeup() {
     terminate_vs_wait(Fault::NotifyWithoutFence);
+}
+
+#[test]
+fn a_second_commit_while_queued_is_carried_by_the_queued_wake() {
+    let c = "Committed(LogOffset { tx: 2, op: 0 })";
+    two_commits_vs_wait(Fault::None).assert_seen(
+        "6c",
+        &[
+            &format!("{c} fast"),
+            &format!("{c} registered"),
+            &format!("{c} slept"),
+            &format!("{c} slept, push skipped"),
+        ],
+    );
+}
+
+#[test]
+#[should_panic(expected = "deadlock")]
+fn clearing_queued_with_a_relaxed_store_loses_a_wakeup() {
+    two_commits_vs_wait(Fault::ClearRelaxed);
+}
+
+#[test]
+#[should_panic(expected = "deadlock")]
+fn clearing_queued_after_the_wake_loses_a_wakeup() {
+    two_commits_vs_wait(Fault::ClearAfterWake);
+}
+
+#[test]
+fn two_shapes_share_the_waker_thread() {
+    let c = "Committed(LogOffset { tx: 1, op: 0 })";
+    two_shapes_one_queue(Fault::None).assert_seen(
+        "6d",
+        &[
+            &format!("{c} slept / {c} slept"),
+            &format!("{c} slept / {c} slept / one batch"),
+            &format!("{c} fast / {c} fast"),
+        ],
+    );
+}
+
+/// The waker thread then reaches a shape whose creation (by its first
+/// waiter) it has not seen.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn pushing_with_a_relaxed_compare_and_swap_hides_the_shape() {
+    two_shapes_one_queue(Fault::PushRelaxed);
 }
