@@ -15,7 +15,11 @@
 //!    in a loop (`visit` of the last entry, from memory while the shape is
 //!    live, from disk while it is dead); the main thread runs cycles of
 //!    open writer, append one entry, commit, terminate, round robin over the
-//!    shapes. At each checkpoint the readers pause (no read in flight), and
+//!    shapes. At each checkpoint the readers pause (no read in flight), the
+//!    retired bytes not yet freed are recorded (the collector's lag: a
+//!    writer thread hands its retired segments to the collector per 64 KiB,
+//!    and collections run as threads pin), the main thread runs
+//!    `Store::collect` as a host would when idle, and
 //!    resident set size (`/proc/self/statm`) and live heap bytes are
 //!    recorded at 1,000, 10,000, 100,000 and 1,000,000 cycles
 //!    (`SHAPEBUF_BENCH_CYCLES` lowers the last), also after `malloc_trim`
@@ -246,11 +250,15 @@ fn cycles(label: &str, index_interval: u64) {
                     assert!(wait.elapsed().as_secs() < 60, "readers did not pause");
                     std::thread::yield_now();
                 }
+                // What the collector had not freed yet (its lag), then the
+                // host's idle-time collection on this thread, then memory.
+                let retired = store.retired_bytes();
+                settle(&store);
                 let p = (
                     cycle,
                     rss_bytes(),
                     live(),
-                    store.retired_bytes(),
+                    retired,
                     start.elapsed(),
                     rss_after_trim(),
                 );
