@@ -101,6 +101,10 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// Another store holds the directory (its `LOCK` file is locked: another
+    /// process, or another `Store` in this one, has it open).
+    #[error("store directory {0} is in use by another store (its LOCK file is locked)")]
+    Locked(PathBuf),
     /// An I/O operation failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -27,6 +27,7 @@
 //! let out = store.read("orders", LogOffset::ZERO, LogOffset::MAX)?;
 //! assert_eq!(out.entries.len(), 2);
 //! w.terminate()?;
+//! drop(store); // one store per directory at a time
 //! let store = Store::open(dir.path())?; // reopen: exact
 //! assert_eq!(store.read("orders", LogOffset::new(1, 0), LogOffset::MAX)?.entries.len(), 1);
 //! # Ok(()) }

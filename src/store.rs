@@ -12,7 +12,9 @@
 //!
 //! # Layout
 //!
-//! `<dir>/shapes/<stem>.<start>.log` (see docs/format.md).
+//! `<dir>/shapes/<stem>.<start>.log`, and `<dir>/LOCK`, locked while the
+//! store lives so that one directory has one store at a time (see
+//! docs/format.md).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -83,6 +85,10 @@ impl Default for Config {
 }
 
 pub(crate) struct Inner {
+    /// The directory's `LOCK`, held while the store lives (writers and
+    /// handles keep `Inner` alive, so the lock outlives the `Store` value
+    /// while any of them does).
+    _lock: Box<dyn std::fmt::Debug + Send + Sync>,
     dir: PathBuf,
     fs: Arc<dyn Fs>,
     pub(crate) config: Config,
@@ -166,14 +172,24 @@ impl Store {
     ) -> Result<Store> {
         config.max_payload = config.max_payload.min(log::record::MAX_PAYLOAD);
         config.segment_capacity = config.segment_capacity.max(1);
-        let dir = dir.as_ref().join("shapes");
+        let top = dir.as_ref();
+        let dir = top.join("shapes");
         fs.create_dir_all(&dir)
             .map_err(Error::io("create directory", &dir))?;
+        // One store per directory: a second one (another process, or a
+        // restart whose predecessor still runs) would interleave its writes
+        // with ours in the same logs.
+        let lock_path = top.join("LOCK");
+        let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked(top.to_path_buf()),
+            _ => Error::io("lock", &lock_path)(e),
+        })?;
         if let Some(parent) = dir.parent() {
             fs.sync_dir(parent)
                 .map_err(Error::io("sync directory", parent))?;
         }
         let inner = Arc::new(Inner {
+            _lock: lock,
             dir,
             fs,
             config,

@@ -79,8 +79,8 @@ fn reader_resolves_file_then_collector_deletes_it_then_reader_reads_it() {
     assert!(!want.is_empty());
     assert_eq!(offsets(&rest), want);
 
-    // And so after a restart.
-    drop(store);
+    // And so after a restart (handles keep the store, and its lock, alive).
+    drop((h, store));
     let store = Store::open_with_fs(dir, cfg(), Arc::new(fs.clone())).expect("reopen");
     assert!(matches!(
         store.read("s", LogOffset::ZERO, LogOffset::MAX),

@@ -92,14 +92,15 @@ fn walk(top: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Nothing exists under `top` except the directories leading to the store
-/// and plain files directly inside `<root>/shapes/` with tame names.
+/// Nothing exists under `top` except the directories leading to the store,
+/// its `LOCK`, and plain files directly inside `<root>/shapes/` with tame
+/// names.
 fn assert_contained(top: &Path, root: &Path) {
     let shapes = root.join("shapes");
     let mut files = 0;
     for p in walk(top) {
-        if root.starts_with(&p) || p == shapes {
-            continue; // the directories down to the store
+        if root.starts_with(&p) || p == shapes || p == root.join("LOCK") {
+            continue; // the directories down to the store, and its lock
         }
         assert_eq!(
             p.parent(),

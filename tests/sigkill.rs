@@ -100,6 +100,14 @@ fn sigkilled_writer_process_recovers_every_acknowledged_entry() {
             seen, kill_after,
             "round {round}: the child died before it was killed"
         );
+        // The live child holds the directory: a second store is refused
+        // rather than writing the same logs (the recovery below then shows
+        // that a killed holder's lock dies with it).
+        let second = Store::open_with(dir.path(), config());
+        assert!(
+            matches!(second, Err(shapebuf::Error::Locked(_))),
+            "round {round}: a second store opened a directory in use: {second:?}"
+        );
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
 

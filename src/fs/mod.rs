@@ -55,6 +55,19 @@ pub trait Fs: Send + Sync + Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries durable (fsync on the directory).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Takes an exclusive lock on `path` (creating the file if needed) that
+    /// is held until the returned guard is dropped, or fails with
+    /// [`io::ErrorKind::WouldBlock`] while another holder, in this process
+    /// or another, has it. [`Store`](crate::Store) locks `<dir>/LOCK` so
+    /// that two stores (two processes, or a restarted process whose
+    /// predecessor has not exited yet) never write one directory's logs at
+    /// once. The default takes no lock: an implementation that cannot lock
+    /// leaves that protection to its caller.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Debug + Send + Sync>> {
+        let _ = path;
+        Ok(Box::new(()))
+    }
 }
 
 /// The real file system.
@@ -128,6 +141,21 @@ impl Fs for RealFs {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+    /// An advisory `flock` on the file (`File::try_lock`), released when the
+    /// guard, which owns the open file, is dropped or the process dies.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Debug + Send + Sync>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Box::new(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 

@@ -126,6 +126,9 @@ struct State {
     hook: Option<(Op, u64, Hook)>,
     power_cut_at: Option<u64>,
     powered_off: bool,
+    /// Paths locked by [`Fs::lock`] (not file-system operations: never
+    /// counted, failed or cut; a power loss releases them all).
+    locked: std::collections::BTreeSet<PathBuf>,
 }
 
 /// An in-memory file system with a page-cache model, fault injection and
@@ -338,6 +341,20 @@ impl FsFile for SimFile {
     }
 }
 
+/// A held [`Fs::lock`] of a [`SimFs`]; dropping it releases the path.
+#[derive(Debug)]
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.locked.remove(&self.path);
+    }
+}
+
 impl Fs for SimFs {
     fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
         // Directories are implicit in paths; nothing to make durable.
@@ -410,6 +427,15 @@ impl Fs for SimFs {
             }
         }
         Ok(())
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn std::fmt::Debug + Send + Sync>> {
+        if !self.lock().locked.insert(path.to_path_buf()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(Box::new(SimLock {
+            state: Arc::clone(&self.state),
+            path: path.to_path_buf(),
+        }))
     }
 }
 

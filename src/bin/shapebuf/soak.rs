@@ -91,7 +91,7 @@ fn config() -> Config {
 /// Shape ids are untrusted bytes: some carry `/`, `..`, NUL and non-UTF-8.
 fn shape_id(i: usize) -> Vec<u8> {
     let mut id = format!("tenant/../shape-{i}").into_bytes();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         id.extend_from_slice(&[0, 0xff]);
     }
     id
