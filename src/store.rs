@@ -351,8 +351,11 @@ impl Store {
         v
     }
 
-    /// Bytes of retired segments that the epoch collector has not freed yet
-    /// (they wait for readers pinned before their retirement to unpin).
+    /// Bytes of retired segments that the epoch collector has not freed yet:
+    /// they wait for readers pinned before their retirement to unpin, for
+    /// their writer thread to hand them over (per 64 KiB retired, or on
+    /// [`ShapeWriter::tick`]), and for a collection (each thread runs one
+    /// every 128 pins; [`Store::collect`] runs one now).
     pub fn retired_bytes(&self) -> u64 {
         self.inner.retired.get()
     }
