@@ -363,9 +363,13 @@ impl WriterToken {
     /// Records that entries `[0, persisted)` are durable. Call only after
     /// the disk write was synced. It only rewinds when a new writer has just
     /// discarded its predecessor's uncommitted tail (never below
-    /// `committed`).
+    /// `committed`). It may be below `committed` when the writer committed
+    /// more while the batch was being written (a background flush).
     pub(crate) fn publish_persisted(&mut self, persisted: u64) {
-        debug_assert!(persisted >= self.buffer.committed.load(Ordering::Relaxed));
+        debug_assert!(
+            persisted >= self.buffer.persisted.load(Ordering::Relaxed)
+                || persisted >= self.buffer.committed.load(Ordering::Relaxed)
+        );
         // Release: pairs with the Acquire load in `Buffer::persisted`.
         self.buffer.persisted.store(persisted, Ordering::Release);
     }
@@ -449,21 +453,35 @@ impl WriterToken {
         sizing: Sizing,
         write: impl FnOnce(&[Entry]) -> Result<Durable, E>,
     ) -> Result<(Durable, usize), E> {
+        let pending = self.take_pending(from, to);
+        #[cfg(loom)]
+        self.inject_before_write(to, &pending, sizing);
+        let durable = write(&pending)?;
+        self.complete_flush(&durable, sizing);
+        Ok((durable, pending.len()))
+    }
+
+    /// Step 1 of the flush protocol: clones entries `[from, to)` of the
+    /// current segment out under a pin (cheap refcount clones), and unpins.
+    /// The caller writes them with no pin held (on any thread), then calls
+    /// [`WriterToken::complete_flush`] with what the log reported durable.
+    pub(crate) fn take_pending(&self, from: u64, to: u64) -> Vec<Entry> {
         let guard = self.buffer.pin();
-        let pending: Vec<Entry> = match self.current(&guard) {
+        match self.current(&guard) {
             Some(seg) => (from..to)
                 .map(|seq| seg.get((seq - seg.start()) as usize).clone())
                 .collect(),
             None => Vec::new(),
-        };
-        drop(guard);
-        #[cfg(loom)]
-        self.inject_before_write(to, &pending, sizing);
-        let durable = write(&pending)?;
+        }
+    }
+
+    /// Steps 3 and 4 of the flush protocol, once the write of
+    /// [`WriterToken::take_pending`]'s entries returned `durable` (synced):
+    /// publish `persisted`, then trim.
+    pub(crate) fn complete_flush(&mut self, durable: &Durable, sizing: Sizing) {
         self.publish_persisted(durable.entries);
         let guard = self.buffer.pin();
         self.trim(durable.entries, durable.last, sizing, &guard);
-        Ok((durable, pending.len()))
     }
 
     /// The take-over protocol of a new writer

@@ -55,6 +55,7 @@
 mod buffer;
 mod error;
 mod flush_tracker;
+mod flusher;
 pub mod fs;
 mod log;
 #[cfg(loom)]

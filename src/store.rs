@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     /// Live tail: the waker thread (spawned by the first waiter; joined
     /// when the last owner of the store is gone).
     pub(crate) wake: WakeService,
+    /// Writes and syncs writers' flush batches off their threads.
+    pub(crate) flusher: crate::flusher::Flusher,
 }
 
 /// A directory of shape logs with their in-memory buffers.
@@ -199,6 +201,7 @@ impl Store {
             stems: Mutex::new(HashSet::new()),
             tracker: FlushTracker::new(),
             wake: WakeService::new(),
+            flusher: Default::default(),
         });
         let lcfg = inner.log_config();
         let logs = log::list_logs(inner.fs.as_ref(), &inner.dir)?;

@@ -38,6 +38,7 @@ use tracing::{debug, info_span};
 
 use crate::buffer::{Sizing, WriterToken};
 use crate::flush_tracker::TrackedShape;
+use crate::flusher::{Done, Job};
 use crate::log::Durable;
 use crate::registry::{display_id, Slot};
 use crate::segment::Entry;
@@ -80,6 +81,8 @@ pub struct ShapeWriter {
     pending_bytes: usize,
     last_flush: Instant,
     broken: Option<&'static str>,
+    /// The flush batch a flusher thread is writing (see `flusher.rs`).
+    in_flight: Option<Arc<Done>>,
 }
 
 impl std::fmt::Debug for ShapeWriter {
@@ -128,6 +131,7 @@ impl ShapeWriter {
             pending_bytes: 0,
             last_flush: Instant::now(),
             broken: None,
+            in_flight: None,
         })
     }
 
@@ -162,6 +166,7 @@ impl ShapeWriter {
     /// ```
     pub fn append(&mut self, offset: LogOffset, payload: impl Into<Bytes>) -> Result<()> {
         self.check()?;
+        self.settle(false)?;
         let payload = payload.into();
         if offset == LogOffset::ZERO {
             return Err(Error::ZeroOffset);
@@ -196,16 +201,87 @@ impl ShapeWriter {
         drop(guard);
         self.appended += 1;
         self.last = offset;
-        if self.pending_bytes >= self.inner.config.flush_bytes {
-            self.flush()?;
+        let flush_bytes = self.inner.config.flush_bytes;
+        if self.pending_bytes >= flush_bytes {
+            // Back-pressure: a writer more than a batch ahead of its disk
+            // waits for the batch in flight.
+            if self.in_flight.is_some() && self.pending_bytes >= flush_bytes.saturating_mul(2) {
+                self.settle(true)?;
+            }
+            if self.in_flight.is_none() {
+                self.flush_in_background();
+            }
         }
         Ok(())
+    }
+
+    /// Hands the entries not yet on disk (and the commit point) to the
+    /// store's flusher (steps 1-2 of the flush protocol run there; the
+    /// writer completes it in [`ShapeWriter::settle`]).
+    fn flush_in_background(&mut self) {
+        let commit = (self.committed > self.durable.committed)
+            .then_some((self.committed, self.last_committed));
+        let pending = self.token.take_pending(self.durable.entries, self.appended);
+        let done = Arc::new(Done::default());
+        self.inner.flusher.submit(Job {
+            slot: Arc::clone(&self.slot),
+            pending,
+            commit,
+            done: Arc::clone(&done),
+        });
+        self.in_flight = Some(done);
+        self.pending_bytes = 0;
+        self.last_flush = Instant::now();
+    }
+
+    /// Completes the batch in flight if it is durable (or, with `wait`,
+    /// once it is): publishes `persisted` and trims (steps 3-4 of the
+    /// flush protocol, on the writer's thread, so only the writer swaps
+    /// segments), and reports the flush. A failed batch poisons the writer.
+    fn settle(&mut self, wait: bool) -> Result<()> {
+        let Some(done) = &self.in_flight else {
+            return Ok(());
+        };
+        let out = if wait {
+            done.wait()
+        } else {
+            match done.try_take() {
+                Some(out) => out,
+                None => return Ok(()),
+            }
+        };
+        self.in_flight = None;
+        match out {
+            Ok(durable) => {
+                self.token.complete_flush(&durable, self.sizing());
+                self.durable = durable;
+                self.tracked.flushed(durable.last_committed);
+                debug!(
+                    entries = durable.entries,
+                    "background flush done and trimmed"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.broken =
+                    Some("a write or sync of its log failed; open a new writer to recover");
+                Err(e)
+            }
+        }
+    }
+
+    fn sizing(&self) -> Sizing {
+        Sizing {
+            min_capacity: self.inner.config.segment_capacity,
+            retain_bytes: self.inner.config.retain_bytes,
+        }
     }
 
     /// Commits the open transaction: every appended entry becomes visible to
     /// readers. Returns the offset of the last committed entry.
     pub fn commit(&mut self) -> Result<LogOffset> {
         self.check()?;
+        self.settle(false)?;
         if self.appended > self.committed {
             self.token.commit(self.appended);
             // Live tail: hand this shape's waiters to the store's waker
@@ -225,6 +301,7 @@ impl ShapeWriter {
     /// in-memory buffer. Returns what is now durable.
     pub fn flush(&mut self) -> Result<Flushed> {
         self.check()?;
+        self.settle(true)?;
         let nothing_new =
             self.appended == self.durable.entries && self.committed == self.durable.committed;
         if nothing_new {
@@ -241,10 +318,7 @@ impl ShapeWriter {
         let flushed = self.token.flush_with(
             self.durable.entries,
             self.appended,
-            Sizing {
-                min_capacity: self.inner.config.segment_capacity,
-                retain_bytes: self.inner.config.retain_bytes,
-            },
+            self.sizing(),
             |pending| log.append(pending, commit),
         );
         let written = match flushed {
@@ -277,6 +351,7 @@ impl ShapeWriter {
     /// happens per 64 KiB retired) and runs a collection.
     pub fn tick(&mut self) -> Result<bool> {
         self.check()?;
+        self.settle(false)?;
         self.token.hand_off_retired();
         let pending =
             self.appended > self.durable.entries || self.committed > self.durable.committed;
@@ -337,6 +412,10 @@ pub struct Flushed {
 
 impl Drop for ShapeWriter {
     fn drop(&mut self) {
+        // The batch in flight lands before the claim is released (a
+        // successor's take-over must not race its append). A failure leaves
+        // the log poisoned; the successor heals it.
+        let _ = self.settle(true);
         if self.broken != Some("terminated") {
             // Anything past the last durable commit is not durable: report
             // it so the global durable offset does not wait for this shape.

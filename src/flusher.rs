@@ -1,0 +1,202 @@
+//! The store's flusher: writes and syncs a writer's flush batch off the
+//! writer's thread.
+//!
+//! A [`ShapeWriter`](crate::ShapeWriter) whose pending bytes pass
+//! [`Config::flush_bytes`](crate::Config::flush_bytes) takes the batch out
+//! of its segment ([`WriterToken::take_pending`](crate::buffer::WriterToken::take_pending),
+//! step 1 of the flush protocol) and hands it here as a [`Job`]; it keeps
+//! appending and committing while a flusher thread appends the batch to the
+//! shape's log and syncs it (step 2). The writer polls the job's [`Done`]
+//! and, once it reports the batch durable, publishes `persisted` and trims
+//! (steps 3 and 4) itself, so only the writer ever swaps its segments.
+//!
+//! # Invariants
+//!
+//! - A writer has at most one job in flight, so a shape's log receives its
+//!   batches in order, from one thread at a time; an explicit
+//!   [`flush`](crate::ShapeWriter::flush), `terminate` and the writer's drop
+//!   wait for the job in flight first (the drop before it releases the
+//!   writer claim, so a successor's take-over never races the append).
+//! - A job's result is stored once, under its mutex, before `ready` is set
+//!   (Release; the writer's Acquire load then sees the result).
+//! - Threads are spawned lazily, up to [`THREADS`], by the first jobs; a
+//!   store whose writers never pass `flush_bytes` has none. If a thread
+//!   cannot be spawned and none runs, the job runs on the caller's thread,
+//!   as a synchronous flush would.
+//! - They exit when the store's last owner is gone (after the queue is
+//!   empty: every job is waited for by its writer, which keeps the store
+//!   alive).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::log::Durable;
+use crate::registry::Slot;
+use crate::segment::Entry;
+use crate::{Error, LogOffset, Result};
+
+/// Locks a std mutex (every critical section here leaves its data
+/// consistent, so poisoning carries no information; as `sync::lock`).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Flusher threads per store: syncs of different shapes overlap, up to this
+/// many at once.
+pub(crate) const THREADS: usize = 2;
+
+/// One flush batch: entries of one shape to append to its log, with the
+/// commit point to record after them.
+pub(crate) struct Job {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) pending: Vec<Entry>,
+    pub(crate) commit: Option<(u64, LogOffset)>,
+    pub(crate) done: Arc<Done>,
+}
+
+impl Job {
+    fn run(self) {
+        let Job {
+            slot,
+            pending,
+            commit,
+            done,
+        } = self;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            slot.log.append(&pending, commit)
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::Io {
+                op: "flush",
+                path: "(flusher thread)".into(),
+                source: std::io::Error::other("the flush panicked"),
+            })
+        });
+        done.set(out);
+    }
+}
+
+/// Where a job's result appears.
+#[derive(Default)]
+pub(crate) struct Done {
+    result: Mutex<Option<Result<Durable>>>,
+    cond: Condvar,
+    /// Set (Release) after `result` is stored; lets the writer poll without
+    /// locking.
+    ready: AtomicBool,
+}
+
+impl Done {
+    fn set(&self, out: Result<Durable>) {
+        *lock(&self.result) = Some(out);
+        // Release: pairs with the Acquire in `try_take`.
+        self.ready.store(true, Ordering::Release);
+        self.cond.notify_all();
+    }
+
+    /// The result if the job has finished (taken once).
+    pub(crate) fn try_take(&self) -> Option<Result<Durable>> {
+        // Acquire: pairs with the Release in `set`.
+        if !self.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.result).take()
+    }
+
+    /// Waits for the job's result (taken once).
+    pub(crate) fn wait(&self) -> Result<Durable> {
+        let mut r = lock(&self.result);
+        loop {
+            if let Some(out) = r.take() {
+                return out;
+            }
+            r = self
+                .cond
+                .wait(r)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    shutdown: bool,
+}
+
+/// The store's flusher threads and their queue.
+#[derive(Default)]
+pub(crate) struct Flusher {
+    queue: Arc<Queue>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Flusher {
+    /// Queues `job` for a flusher thread (spawning one if fewer than
+    /// [`THREADS`] run).
+    pub(crate) fn submit(&self, job: Job) {
+        {
+            let mut threads = lock(&self.threads);
+            if threads.len() < THREADS {
+                let queue = Arc::clone(&self.queue);
+                match std::thread::Builder::new()
+                    .name("shapebuf-flush".into())
+                    .spawn(move || run(&queue))
+                {
+                    Ok(t) => threads.push(t),
+                    Err(e) if threads.is_empty() => {
+                        tracing::warn!(error = %e, "no flusher thread: flushing on the writer's thread");
+                        drop(threads);
+                        job.run();
+                        return;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        lock(&self.queue.state).jobs.push_back(job);
+        self.queue.cond.notify_one();
+    }
+}
+
+fn run(queue: &Queue) {
+    loop {
+        let job = {
+            let mut st = lock(&queue.state);
+            loop {
+                if let Some(job) = st.jobs.pop_front() {
+                    break job;
+                }
+                if st.shutdown {
+                    return;
+                }
+                st = queue
+                    .cond
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        };
+        job.run();
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        lock(&self.queue.state).shutdown = true;
+        self.queue.cond.notify_all();
+        let me = std::thread::current().id();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}
