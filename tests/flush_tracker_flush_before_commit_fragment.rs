@@ -50,6 +50,9 @@ fn store_flush_before_commit_fragment_reaches_the_commit() {
         s.append(o(7, op), vec![b'x'; 40]).unwrap();
     }
     tx.received("s", o(7, 2));
+    // The third append crossed `flush_bytes` and started a background
+    // flush of the open transaction; `flush` waits for it.
+    s.flush().unwrap();
     assert_eq!(s.flushed().persisted, o(7, 2), "fragment 1 reached disk");
     assert_eq!(s.flushed().committed, LogOffset::ZERO);
 

@@ -65,6 +65,11 @@ fn store_crash_mid_transaction(cfg: Config, flushed_before_crash: bool) {
     a.append(o(5, 0), vec![b'a'; 40]).unwrap();
     a.append(o(5, 1), vec![b'a'; 40]).unwrap();
     tx.received("s", o(5, 1));
+    if flushed_before_crash {
+        // The append that crossed `flush_bytes` started a background
+        // flush; `flush` waits for it (and finds nothing more to write).
+        a.flush().unwrap();
+    }
     assert_eq!(a.flushed().persisted == o(5, 1), flushed_before_crash);
     drop(a);
     let lost: Vec<_> = events.try_iter().collect();
