@@ -19,10 +19,11 @@
 //!   writer claim, so a successor's take-over never races the append).
 //! - A job's result is stored once, under its mutex, before `ready` is set
 //!   (Release; the writer's Acquire load then sees the result).
-//! - Threads are spawned lazily, up to [`THREADS`], by the first jobs; a
-//!   store whose writers never pass `flush_bytes` has none. If a thread
-//!   cannot be spawned and none runs, the job runs on the caller's thread,
-//!   as a synchronous flush would.
+//! - Threads are spawned lazily, up to `Config::flush_threads` ([`THREADS`]
+//!   by default), by the first jobs; a store whose writers never pass
+//!   `flush_bytes` has none. With 0 threads, or if a thread cannot be
+//!   spawned and none runs, a job runs on the writer's thread when it is
+//!   handed over (the writer still completes it at its next call).
 //! - They exit when the store's last owner is gone (after the queue is
 //!   empty: every job is waited for by its writer, which keeps the store
 //!   alive).
@@ -42,8 +43,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Flusher threads per store: syncs of different shapes overlap, up to this
-/// many at once.
+/// Flusher threads per store by default (`Config::flush_threads`): syncs of
+/// different shapes overlap, up to this many at once.
 pub(crate) const THREADS: usize = 2;
 
 /// One flush batch: entries of one shape to append to its log, with the
@@ -132,19 +133,33 @@ struct State {
 }
 
 /// The store's flusher threads and their queue.
-#[derive(Default)]
 pub(crate) struct Flusher {
     queue: Arc<Queue>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// At most this many threads; 0 runs every job on the submitter's
+    /// thread.
+    max: usize,
 }
 
 impl Flusher {
-    /// Queues `job` for a flusher thread (spawning one if fewer than
-    /// [`THREADS`] run).
+    pub(crate) fn new(max: usize) -> Self {
+        Flusher {
+            queue: Arc::default(),
+            threads: Mutex::default(),
+            max,
+        }
+    }
+
+    /// Queues `job` for a flusher thread (spawning one if fewer than the
+    /// maximum run), or runs it now when there are to be none.
     pub(crate) fn submit(&self, job: Job) {
+        if self.max == 0 {
+            job.run();
+            return;
+        }
         {
             let mut threads = lock(&self.threads);
-            if threads.len() < THREADS {
+            if threads.len() < self.max {
                 let queue = Arc::clone(&self.queue);
                 match std::thread::Builder::new()
                     .name("shapebuf-flush".into())

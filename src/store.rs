@@ -65,6 +65,12 @@ pub struct Config {
     /// Start a new log file once the current one reaches this size
     /// (default 64 MiB).
     pub file_bytes: u64,
+    /// Threads per store that write and sync flush batches off the writers'
+    /// threads (default 2; started when first needed). With 0, a batch is
+    /// written on the writer's thread when it is handed over, as an explicit
+    /// [`ShapeWriter::flush`] is: the order of file operations is then
+    /// deterministic (the crash-point tests rely on it).
+    pub flush_threads: usize,
     /// The largest payload `append` accepts (default 16 MiB, at most
     /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD)).
     pub max_payload: usize,
@@ -80,6 +86,7 @@ impl Default for Config {
             index_interval: 10 << 20,
             file_bytes: 64 << 20,
             max_payload: 16 << 20,
+            flush_threads: crate::flusher::THREADS,
         }
     }
 }
@@ -190,6 +197,7 @@ impl Store {
             fs.sync_dir(parent)
                 .map_err(Error::io("sync directory", parent))?;
         }
+        let flush_threads = config.flush_threads;
         let inner = Arc::new(Inner {
             _lock: lock,
             dir,
@@ -201,7 +209,7 @@ impl Store {
             stems: Mutex::new(HashSet::new()),
             tracker: FlushTracker::new(),
             wake: WakeService::new(),
-            flusher: Default::default(),
+            flusher: crate::flusher::Flusher::new(flush_threads),
         });
         let lcfg = inner.log_config();
         let logs = log::list_logs(inner.fs.as_ref(), &inner.dir)?;

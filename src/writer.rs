@@ -210,6 +210,10 @@ impl ShapeWriter {
             }
             if self.in_flight.is_none() {
                 self.flush_in_background();
+                // Written already when it ran on this thread
+                // (`Config::flush_threads` 0): complete it, and report a
+                // failure from this call.
+                self.settle(false)?;
             }
         }
         Ok(())
@@ -413,9 +417,17 @@ pub struct Flushed {
 impl Drop for ShapeWriter {
     fn drop(&mut self) {
         // The batch in flight lands before the claim is released (a
-        // successor's take-over must not race its append). A failure leaves
-        // the log poisoned; the successor heals it.
-        let _ = self.settle(true);
+        // successor's take-over must not race its append). A failure has
+        // nobody to report to: the log stays poisoned and the successor
+        // heals it and rewrites what was committed (from the segment, which
+        // was never trimmed past the failed batch).
+        if let Err(e) = self.settle(true) {
+            tracing::error!(
+                shape = %display_id(&self.slot.id),
+                error = %e,
+                "background flush of a dropped writer failed; the next writer recovers the shape"
+            );
+        }
         if self.broken != Some("terminated") {
             // Anything past the last durable commit is not durable: report
             // it so the global durable offset does not wait for this shape.
