@@ -46,7 +46,9 @@ use crate::{Error, LogOffset, Result};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// A writer flushes when this many bytes are pending (default 64 KiB).
+    /// A writer hands a flush batch to the store's flusher threads when this
+    /// many bytes are pending (default 64 KiB); see
+    /// [`Config::flush_threads`].
     pub flush_bytes: usize,
     /// [`ShapeWriter::tick`] flushes pending data this long after the last
     /// flush (default 1 s).

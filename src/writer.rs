@@ -9,6 +9,17 @@
 //! - `flush` writes every appended entry not yet on disk and a commit record,
 //!   syncs, publishes `persisted`, and only then trims the in-memory buffer,
 //!   so a reader that finds an entry missing from memory finds it on disk.
+//! - The automatic flush (pending bytes past `Config::flush_bytes`) splits
+//!   that protocol: `append` takes the batch out and hands it to the store's
+//!   flusher threads (`flusher.rs`), which write and sync it while the
+//!   writer goes on; the writer's next call that finds it durable publishes
+//!   `persisted` and trims, so only the writer swaps segments. At most one
+//!   batch is in flight; with two batches' worth pending, `append` waits for
+//!   it (back-pressure). `flush`, `terminate` and the drop wait for it
+//!   first. A failed batch poisons the writer at the call that finds it; if
+//!   the writer was dropped first, the drop logs it and the next writer
+//!   heals the log and rewrites what was committed (the segment was never
+//!   trimmed past the failed batch).
 //! - A failed write or sync poisons the writer: `persisted` does not move,
 //!   the buffer keeps every entry (readers still see every committed one),
 //!   and every later call fails until a new writer recovers the shape.
@@ -152,8 +163,10 @@ impl ShapeWriter {
 
     /// Appends an entry to the open transaction. `offset` must be greater
     /// than every offset the shape holds. The entry is invisible to readers
-    /// until [`ShapeWriter::commit`]. May flush (see
-    /// [`Config::flush_bytes`](crate::Config::flush_bytes)).
+    /// until [`ShapeWriter::commit`]. May hand a flush batch to the store's
+    /// flusher threads (see
+    /// [`Config::flush_bytes`](crate::Config::flush_bytes)), complete one
+    /// they finished, or wait for one when two batches' worth is pending.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
