@@ -436,9 +436,11 @@ impl WriterToken {
         self.defer_free(old, guard);
     }
 
-    /// The flush protocol (shared by
-    /// [`ShapeWriter::flush`](crate::ShapeWriter::flush) and the loom
-    /// models), for entries `[from, to)` of the current segment:
+    /// The flush protocol on one thread, as the loom models run it, for
+    /// entries `[from, to)` of the current segment.
+    /// [`ShapeWriter`](crate::ShapeWriter) runs the same steps split at step
+    /// 2 ([`WriterToken::take_pending`], the write on its own thread or a
+    /// flusher's, then [`WriterToken::complete_flush`]):
     ///
     /// 1. clone them out under a pin (cheap refcount clones), and unpin: no
     ///    pin is held across disk I/O;
@@ -451,6 +453,7 @@ impl WriterToken {
     /// Step 4 comes after step 2: a reader that loads the trimmed segment
     /// reads everything below its start from disk. Returns what is durable
     /// and how many entries were written; on error nothing is published.
+    #[cfg(loom)]
     pub(crate) fn flush_with<E>(
         &mut self,
         from: u64,
@@ -466,14 +469,17 @@ impl WriterToken {
         Ok((durable, pending.len()))
     }
 
-    /// Step 1 of the flush protocol: clones entries `[from, to)` of the
-    /// current segment out under a pin (cheap refcount clones), and unpins.
-    /// The caller writes them with no pin held (on any thread), then calls
-    /// [`WriterToken::complete_flush`] with what the log reported durable.
+    /// Step 1 of the flush protocol (and of the take-over's): clones the
+    /// entries numbered `[from, to)` that the current segment holds out
+    /// under a pin (cheap refcount clones; those below its start are on
+    /// disk), and unpins. The caller writes them with no pin held (on any
+    /// thread), then calls [`WriterToken::complete_flush`] with what the log
+    /// reported durable.
     pub(crate) fn take_pending(&self, from: u64, to: u64) -> Vec<Entry> {
         let guard = self.buffer.pin();
         match self.current(&guard) {
-            Some(seg) => (from..to)
+            // Entries below the segment's start are on disk already.
+            Some(seg) => (from.max(seg.start())..to)
                 .map(|seq| seg.get((seq - seg.start()) as usize).clone())
                 .collect(),
             None => Vec::new(),
@@ -511,20 +517,11 @@ impl WriterToken {
     ) -> Result<Durable, E> {
         let committed = self.buffer.committed();
         if committed > durable.committed {
-            let guard = self.buffer.pin();
-            let mut missing = Vec::new();
+            let missing = self.take_pending(durable.entries, committed);
             // Entries `[0, durable.entries)` are on disk and the missing ones
             // follow them: with none missing, the last committed entry is
             // the last one on disk (flushed before its commit).
-            let mut last = durable.last;
-            if let Some(seg) = self.current(&guard) {
-                for seq in durable.entries.max(seg.start())..committed {
-                    let e = seg.get((seq - seg.start()) as usize);
-                    last = e.offset;
-                    missing.push(e.clone());
-                }
-            }
-            drop(guard);
+            let last = missing.last().map_or(durable.last, |e| e.offset);
             debug!(
                 entries = missing.len(),
                 "flushing entries a dropped writer committed"

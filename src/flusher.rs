@@ -57,7 +57,7 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    fn run(self) {
+    pub(crate) fn run(self) {
         let Job {
             slot,
             pending,

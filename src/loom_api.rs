@@ -130,7 +130,7 @@ impl Writer {
         self.token.publish_persisted(persisted);
     }
 
-    /// `ShapeWriter::flush`'s protocol ([`WriterToken::flush_with`]): the
+    /// The flush protocol ([`WriterToken::flush_with`], the steps `ShapeWriter` runs): the
     /// entries appended since this writer's last flush, up to `to`, and the
     /// commit point `commit` go to `disk`; then `persisted` is published and
     /// the segment trimmed.

@@ -76,9 +76,11 @@ impl<'a> Slots<'a> {
     pub(crate) fn get(&self, i: usize) -> &'a Entry {
         assert!(i < self.len, "slot {i} outside the read view");
         self.seg.slots[i].with(|p| {
-            // SAFETY: `i < len`, and `len` is at most a length loaded with
-            // Acquire in `Segment::published`, so slot `i` was initialised
-            // before that length was published and is never written again
+            // SAFETY: `i < len`, and this thread has synchronised with the
+            // publication of slot `i`: `len` was loaded with Acquire in
+            // `Segment::published`, or (through `Segment::get`) `i` is below
+            // a length the caller loaded with Acquire or stored itself. So
+            // slot `i` was initialised before and is never written again
             // (slot initialisation invariant). The segment outlives `'a`.
             unsafe { (*p).assume_init_ref() }
         })
@@ -186,18 +188,13 @@ impl Segment {
     /// Slot `i`, which must be below a length returned by
     /// [`Segment::published_len`] (or [`Segment::writer_len`] on the writer).
     pub(crate) fn get(&self, i: usize) -> &Entry {
-        assert!(
-            i < self.len.load(Ordering::Relaxed),
-            "slot {i} read beyond the published length"
-        );
-        self.slots[i].with(|p| {
-            // SAFETY: `i` is below a length the caller loaded with Acquire
-            // (or is the writer's own), so slot `i` was initialised before
-            // that length was published and is never written again (slot
-            // initialisation invariant). The reference lives as long as
-            // `&self`, and the segment is not freed while `&self` lives.
-            unsafe { (*p).assume_init_ref() }
-        })
+        // Relaxed: the bound only checks `i`; the caller's own Acquire load
+        // (or store) of a length above `i` is what orders the slot read.
+        Slots {
+            seg: self,
+            len: self.len.load(Ordering::Relaxed),
+        }
+        .get(i)
     }
 
     /// A reader's view of the first `min(published_len, limit)` slots: the

@@ -222,7 +222,7 @@ impl ShapeWriter {
                 self.settle(true)?;
             }
             if self.in_flight.is_none() {
-                self.flush_in_background();
+                self.hand_over(Here::No);
                 // Written already when it ran on this thread
                 // (`Config::flush_threads` 0): complete it, and report a
                 // failure from this call.
@@ -232,20 +232,27 @@ impl ShapeWriter {
         Ok(())
     }
 
-    /// Hands the entries not yet on disk (and the commit point) to the
-    /// store's flusher (steps 1-2 of the flush protocol run there; the
-    /// writer completes it in [`ShapeWriter::settle`]).
-    fn flush_in_background(&mut self) {
+    /// Takes the entries not yet on disk out of the segment (step 1 of the
+    /// flush protocol) and writes them with the commit point (step 2):
+    /// on this thread (`Here::Yes`, an explicit flush) or on one of the
+    /// store's flusher threads. Either way the writer completes the batch
+    /// in [`ShapeWriter::settle`] (steps 3-4). No batch may be in flight.
+    fn hand_over(&mut self, here: Here) {
+        debug_assert!(self.in_flight.is_none());
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
         let pending = self.token.take_pending(self.durable.entries, self.appended);
         let done = Arc::new(Done::default());
-        self.inner.flusher.submit(Job {
+        let job = Job {
             slot: Arc::clone(&self.slot),
             pending,
             commit,
             done: Arc::clone(&done),
-        });
+        };
+        match here {
+            Here::Yes => job.run(),
+            Here::No => self.inner.flusher.submit(job),
+        }
         self.in_flight = Some(done);
         self.pending_bytes = 0;
         self.last_flush = Instant::now();
@@ -273,10 +280,7 @@ impl ShapeWriter {
                 self.token.complete_flush(&durable, self.sizing());
                 self.durable = durable;
                 self.tracked.flushed(durable.last_committed);
-                debug!(
-                    entries = durable.entries,
-                    "background flush done and trimmed"
-                );
+                debug!(entries = durable.entries, "flushed and trimmed");
                 Ok(())
             }
             Err(e) => {
@@ -326,37 +330,9 @@ impl ShapeWriter {
             return Ok(self.flushed());
         }
         let _span = info_span!("flush", shape = %display_id(&self.slot.id)).entered();
-        let commit = (self.committed > self.durable.committed)
-            .then_some((self.committed, self.last_committed));
-        let log = &self.slot.log;
-        // The protocol (collect under a pin, write with no pin held, publish
-        // persisted, then trim) lives in `WriterToken::flush_with`, shared
-        // with the loom models.
-        let flushed = self.token.flush_with(
-            self.durable.entries,
-            self.appended,
-            self.sizing(),
-            |pending| log.append(pending, commit),
-        );
-        let written = match flushed {
-            Ok((d, n)) => {
-                self.durable = d;
-                n
-            }
-            Err(e) => {
-                self.broken =
-                    Some("a write or sync of its log failed; open a new writer to recover");
-                return Err(e);
-            }
-        };
-        self.tracked.flushed(self.durable.last_committed);
-        debug!(
-            entries = written,
-            bytes = self.pending_bytes,
-            "flushed and trimmed"
-        );
-        self.pending_bytes = 0;
-        self.last_flush = Instant::now();
+        // The same steps as an automatic flush, written on this thread.
+        self.hand_over(Here::Yes);
+        self.settle(true)?;
         Ok(self.flushed())
     }
 
@@ -416,6 +392,15 @@ impl ShapeWriter {
             committed: self.durable.last_committed,
         }
     }
+}
+
+/// Where [`ShapeWriter::hand_over`] writes a batch.
+#[derive(Clone, Copy)]
+enum Here {
+    /// On the writer's thread (an explicit flush).
+    Yes,
+    /// On one of the store's flusher threads (unless `flush_threads` is 0).
+    No,
 }
 
 /// What a flush made durable.
