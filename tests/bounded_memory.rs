@@ -288,34 +288,7 @@ fn a_reader_holding_its_pin_makes_retired_memory_grow_until_it_lets_go() {
 /// thread's, while the writer's thread lives on).
 #[test]
 fn memory_a_trim_retired_returns_while_the_writer_thread_idles() {
-    let (_dir, store, _sh) = open();
-    let (flushed_tx, flushed_rx) = mpsc::channel::<()>();
-    let (exit_tx, exit_rx) = mpsc::channel::<()>();
-    let left = thread::scope(|s| {
-        let store_ref = &store;
-        s.spawn(move || {
-            let mut w = store_ref.writer("idle").expect("writer");
-            w.append(LogOffset::new(1, 0), vec![1u8; 1 << 20])
-                .expect("append");
-            w.commit().expect("commit");
-            w.flush().expect("flush"); // the trim retires the 1 MiB segment
-            flushed_tx.send(()).expect("test waits");
-            exit_rx.recv().expect("test lets the thread end");
-            drop(w);
-        });
-        flushed_rx.recv().expect("writer flushed");
-        assert!(
-            store.retired_bytes() >= 1 << 20,
-            "the trim retired the segment"
-        );
-        let left = collect_down_to(&store, 0);
-        exit_tx.send(()).expect("writer waits");
-        left
-    });
-    assert_eq!(
-        left, 0,
-        "retired memory stayed queued on an idle writer thread"
-    );
+    retired_by_an_idle_writer_thread_returns(1 << 20, false);
 }
 
 /// A retirement too small to seal the bag (under 64 KiB) is handed over by
@@ -323,6 +296,13 @@ fn memory_a_trim_retired_returns_while_the_writer_thread_idles() {
 /// writer thread does not keep it either.
 #[test]
 fn a_small_retirement_is_handed_over_by_the_next_tick() {
+    retired_by_an_idle_writer_thread_returns(1 << 10, true);
+}
+
+/// A writer thread flushes one entry of `payload` bytes (the trim retires
+/// the segment holding it), ticks if `tick`, and then idles while the test
+/// thread collects: everything retired must come back.
+fn retired_by_an_idle_writer_thread_returns(payload: usize, tick: bool) {
     let (_dir, store, _sh) = open();
     let (flushed_tx, flushed_rx) = mpsc::channel::<()>();
     let (exit_tx, exit_rx) = mpsc::channel::<()>();
@@ -330,18 +310,20 @@ fn a_small_retirement_is_handed_over_by_the_next_tick() {
         let store_ref = &store;
         s.spawn(move || {
             let mut w = store_ref.writer("idle").expect("writer");
-            w.append(LogOffset::new(1, 0), vec![1u8; 1 << 10])
+            w.append(LogOffset::new(1, 0), vec![1u8; payload])
                 .expect("append");
             w.commit().expect("commit");
-            w.flush().expect("flush"); // the trim retires a 1 KiB segment
-            w.tick().expect("tick"); // nothing to flush; hands it over
+            w.flush().expect("flush"); // the trim retires the segment
+            if tick {
+                w.tick().expect("tick"); // nothing to flush; hands it over
+            }
             flushed_tx.send(()).expect("test waits");
             exit_rx.recv().expect("test lets the thread end");
             drop(w);
         });
         flushed_rx.recv().expect("writer flushed");
         assert!(
-            store.retired_bytes() >= 1 << 10,
+            store.retired_bytes() >= payload as u64,
             "the trim retired the segment"
         );
         let left = collect_down_to(&store, 0);
