@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use shapebuf::loom_api::{Fault, MemDisk, Shape, Writer};
 use shapebuf::{Entry, LogOffset, ReadOutcome};
 
 /// Runs `f` under loom with at most `bound` preemptions (or
@@ -52,6 +53,18 @@ where
         f();
     });
     drop(report);
+}
+
+/// [`model`], handing `f` the [`Outcomes`] that every execution records
+/// into; returns them for the test to check.
+pub fn model_outcomes<F>(name: &str, bound: usize, f: F) -> Outcomes
+where
+    F: Fn(&Outcomes) + Sync + Send + 'static,
+{
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model(name, bound, move || f(&seen));
+    outcomes
 }
 
 /// Prints the model's statistics when it ends, normally or by a panic (a
@@ -121,6 +134,30 @@ impl Outcomes {
             );
         }
     }
+}
+
+/// A fresh shape, an empty disk, and the shape's first writer: it has
+/// installed a one-slot segment at the start of the log, appended the
+/// `committed` entries and committed them as one transaction (nothing if
+/// there are none). Done on the model's main thread, before any other
+/// thread starts.
+pub fn shape_with_writer(
+    fault: Fault,
+    committed: impl IntoIterator<Item = Entry>,
+) -> (Arc<Shape>, Arc<MemDisk>, Writer) {
+    let shape = Arc::new(Shape::new(fault));
+    let disk = Arc::new(MemDisk::new());
+    let mut w = shape.claim().expect("first claim");
+    w.install(0, LogOffset::ZERO, 1);
+    let mut n = 0;
+    for entry in committed {
+        w.append(entry);
+        n += 1;
+    }
+    if n > 0 {
+        w.commit(n);
+    }
+    (shape, disk, w)
 }
 
 /// Entry `(tx, op)` with a payload naming it.

@@ -22,7 +22,7 @@
 use std::sync::{Arc, Mutex as StdMutex};
 
 use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use loom_tests::{model, Outcomes};
+use loom_tests::{model_outcomes, Outcomes};
 use shapebuf::loom_api::{self, TrackerFault};
 use shapebuf::{FlushEvent, LogOffset};
 
@@ -108,13 +108,11 @@ enum Checks {
 }
 
 fn tracker_model(fault: TrackerFault, checks: Checks) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
     let name = match checks {
         Checks::All => format!("5 flush tracker ({fault:?})"),
         Checks::SafetyOnly => format!("5 flush tracker ({fault:?}, safety only)"),
     };
-    model(&name, 3, move || {
+    model_outcomes(&name, 3, move |seen| {
         let tracker = loom_api::flush_tracker(fault);
         let truth = Arc::new(Truth {
             s1_durable: AtomicU64::new(0),
@@ -213,8 +211,7 @@ fn tracker_model(fault: TrackerFault, checks: Checks) -> Outcomes {
         seen.record(format!(
             "advances {advanced:?} (last by {by}), s2 lost through {lost:?}"
         ));
-    });
-    outcomes
+    })
 }
 
 #[test]

@@ -11,8 +11,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use loom_tests::{assert_committed_prefix, e, model, Outcomes};
-use shapebuf::loom_api::{Fault, MemDisk, Shape};
+use loom_tests::{assert_committed_prefix, e, model, shape_with_writer, Outcomes};
+use shapebuf::loom_api::Fault;
 use shapebuf::LogOffset;
 
 /// How often, over all executions, the collector freed retired segments
@@ -29,13 +29,7 @@ fn run(name: &'static str, bound: usize, fault: Fault) -> Arc<Frees> {
     let counts = Arc::clone(&frees);
     model(name, bound, move || {
         let log = vec![e(1, 0), e(1, 1)];
-        let shape = Arc::new(Shape::new(fault));
-        let disk = Arc::new(MemDisk::new());
-        let mut w = shape.claim().expect("first claim");
-        w.install(0, LogOffset::ZERO, 1);
-        w.append(e(1, 0));
-        w.append(e(1, 1));
-        w.commit(2);
+        let (shape, disk, mut w) = shape_with_writer(fault, [e(1, 0), e(1, 1)]);
         // Instrumentation only (a std atomic, invisible to loom): whether
         // the reader has returned.
         let read_done = Arc::new(AtomicBool::new(false));

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use loom_tests::{assert_committed_read, e, model, Outcomes};
+use loom_tests::{assert_committed_read, e, model_outcomes, shape_with_writer, Outcomes};
 use shapebuf::loom_api::{Fault, MemDisk, Shape, Writer};
 use shapebuf::{Entry, LogOffset};
 
@@ -66,18 +66,14 @@ const TRIM_KEEP_ONE: Scenario = Scenario {
     during: TRIM.during,
 };
 
-/// 1c. Both: growth, commit, flush + trim, and a commit into the trimmed
-/// segment.
+/// 1c. Both: 1a's steps (growth, commits), then a flush + trim, and a
+/// commit into the trimmed segment.
 const ALL_STEPS: Scenario = Scenario {
     log: || vec![e(1, 0), e(2, 0), e(2, 1), e(3, 0)],
     commits: &[0, 1, 3, 4],
     before: |_, _| {},
     during: |w, disk| {
-        w.append(e(1, 0));
-        w.commit(1);
-        w.append(e(2, 0));
-        w.append(e(2, 1));
-        w.commit(3);
+        (GROW.during)(w, disk);
         w.flush(disk, 3, Some((3, LogOffset::new(2, 1))));
         w.append(e(3, 0));
         w.commit(4);
@@ -94,13 +90,8 @@ fn run(
     sc: &'static Scenario,
     ranges: &'static [(LogOffset, LogOffset)],
 ) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    model(name, bound, move || {
-        let shape = Arc::new(Shape::new(fault));
-        let disk = Arc::new(MemDisk::new());
-        let mut w = shape.claim().expect("first claim");
-        w.install(0, LogOffset::ZERO, 1);
+    model_outcomes(name, bound, move |seen| {
+        let (shape, disk, mut w) = shape_with_writer(fault, []);
         (sc.before)(&mut w, &disk);
         let writer = {
             let disk = Arc::clone(&disk);
@@ -113,15 +104,14 @@ fn run(
                 loom::thread::spawn(move || read(sc, &shape, &disk, range, &seen))
             })
             .collect();
-        read(sc, &shape, &disk, ranges[0], &seen);
+        read(sc, &shape, &disk, ranges[0], seen);
         writer.join().expect("writer");
         for r in readers {
             r.join().expect("reader");
         }
         let all = shape.read(&disk, LogOffset::ZERO, LogOffset::MAX);
         assert_eq!(all.entries, (sc.log)(), "quiescent read");
-    });
-    outcomes
+    })
 }
 
 fn read(

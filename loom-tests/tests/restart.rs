@@ -15,33 +15,22 @@
 
 use std::sync::Arc;
 
-use loom_tests::{assert_committed_prefix, e, model, Outcomes};
-use shapebuf::loom_api::{Fault, MemDisk, Shape, Writer};
+use loom_tests::{assert_committed_prefix, e, model_outcomes, shape_with_writer, Outcomes};
+use shapebuf::loom_api::Fault;
 use shapebuf::LogOffset;
-
-/// The dead writer's state, set up before the model's threads start:
-/// transaction 1 (two entries) committed but not flushed, transaction 2
-/// open with one entry (the segment grew twice on the way).
-fn dead_writer(shape: &Shape) -> Writer {
-    let mut w = shape.claim().expect("first claim");
-    w.install(0, LogOffset::ZERO, 1);
-    w.append(e(1, 0));
-    w.append(e(1, 1));
-    w.commit(2);
-    w.append(e(2, 0));
-    w
-}
 
 /// 3a. A new writer takes over from a dropped one while a reader reads.
 fn take_over(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    model(&format!("3a read vs take-over ({fault:?})"), 3, move || {
+    let name = format!("3a read vs take-over ({fault:?})");
+    model_outcomes(&name, 3, move |seen| {
         // Entry 2.0 was never committed: the take-over drops it.
         let log = vec![e(1, 0), e(1, 1), e(3, 0)];
-        let shape = Arc::new(Shape::new(fault));
-        let disk = Arc::new(MemDisk::new());
-        drop(dead_writer(&shape));
+        // The dead writer, before the model's threads start: transaction 1
+        // (two entries) committed but not flushed, transaction 2 open with
+        // one entry (the segment grew twice on the way).
+        let (shape, disk, mut dead) = shape_with_writer(fault, [e(1, 0), e(1, 1)]);
+        dead.append(e(2, 0));
+        drop(dead);
 
         let writer = {
             let (shape, disk) = (Arc::clone(&shape), Arc::clone(&disk));
@@ -62,8 +51,7 @@ fn take_over(fault: Fault) -> Outcomes {
             log[..2],
             "the take-over wrote transaction 1"
         );
-    });
-    outcomes
+    })
 }
 
 #[test]
@@ -94,19 +82,12 @@ fn twin_install_before_write() {
 /// shape again, while a reader reads: it may see the old segment, the
 /// trimmed one, none (dead), or the fresh one.
 fn terminate_restart(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    model(
+    model_outcomes(
         &format!("3b read vs terminate+restart ({fault:?})"),
         3,
-        move || {
+        move |seen| {
             let log = vec![e(1, 0), e(2, 0)];
-            let shape = Arc::new(Shape::new(fault));
-            let disk = Arc::new(MemDisk::new());
-            let mut w = shape.claim().expect("first claim");
-            w.install(0, LogOffset::ZERO, 1);
-            w.append(e(1, 0));
-            w.commit(1);
+            let (shape, disk, mut w) = shape_with_writer(fault, [e(1, 0)]);
 
             let writer = {
                 let (shape, disk) = (Arc::clone(&shape), Arc::clone(&disk));
@@ -126,8 +107,7 @@ fn terminate_restart(fault: Fault) -> Outcomes {
             seen.read(&out);
             writer.join().expect("writer");
         },
-    );
-    outcomes
+    )
 }
 
 #[test]
@@ -158,13 +138,8 @@ fn twin_restart_retire_before_write() {
 /// writer's segment (and retires it, measuring every slot): the claim's
 /// Acquire must order all of the old writer's writes before those reads.
 fn claim_hand_off(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    model(&format!("3c claim hand-off ({fault:?})"), 3, move || {
-        let shape = Arc::new(Shape::new(fault));
-        let disk = Arc::new(MemDisk::new());
-        let mut old = shape.claim().expect("first claim");
-        old.install(0, LogOffset::ZERO, 1);
+    model_outcomes(&format!("3c claim hand-off ({fault:?})"), 3, move |seen| {
+        let (shape, disk, mut old) = shape_with_writer(fault, []);
 
         let old_writer = loom::thread::spawn(move || {
             old.append(e(1, 0));
@@ -191,8 +166,7 @@ fn claim_hand_off(fault: Fault) -> Outcomes {
         );
         let out = shape.read(&disk, LogOffset::ZERO, LogOffset::MAX);
         assert_eq!(out.entries, [e(1, 0)]);
-    });
-    outcomes
+    })
 }
 
 #[test]

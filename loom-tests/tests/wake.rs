@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use loom_tests::{model, Outcomes};
+use loom_tests::{model_outcomes, Outcomes};
 use shapebuf::wait_loom::{Fault, Shape, WaitOutcome};
 use shapebuf::LogOffset;
 
@@ -45,50 +45,51 @@ fn with_waker(fault: Fault, script: impl FnOnce(&Arc<Shape>)) {
     waker.join().expect("waker thread");
 }
 
+/// One reader takes the close generation, then (on a thread of its own)
+/// waits for a commit past transaction `after`, while the writer (the
+/// model's main thread) runs `writer`; the wait must return `expected`.
+fn one_waiter(
+    name: &str,
+    fault: Fault,
+    after: u64,
+    writer: fn(&Shape),
+    expected: WaitOutcome,
+) -> Outcomes {
+    model_outcomes(&format!("{name} ({fault:?})"), BOUND, move |seen| {
+        with_waker(fault, |shape| {
+            let gen = shape.generation();
+            let reader = {
+                let shape = Arc::clone(shape);
+                loom::thread::spawn(move || shape.wait(after, gen))
+            };
+            writer(shape);
+            let out = reader.join().expect("reader");
+            assert_eq!(out, expected);
+            seen.record(path(shape, out));
+        });
+    })
+}
+
 /// One reader waits for a commit past transaction 0 while the writer
 /// commits transaction 1.
 fn commit_vs_wait(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    let name = format!("6a commit vs wait ({fault:?})");
-    model(&name, BOUND, move || {
-        with_waker(fault, |shape| {
-            let gen = shape.generation();
-            let reader = {
-                let shape = Arc::clone(shape);
-                loom::thread::spawn(move || shape.wait(0, gen))
-            };
-            shape.commit(1);
-            let out = reader.join().expect("reader");
-            assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
-            seen.record(path(shape, out));
-        });
-    });
-    outcomes
+    let committed = WaitOutcome::Committed(LogOffset::new(1, 0));
+    one_waiter("6a commit vs wait", fault, 0, |s| s.commit(1), committed)
 }
 
-/// One reader waits while the writer terminates (nothing committed).
+/// One reader waits while the writer terminates (nothing committed). The
+/// wait begins (snapshots the close generation) before the terminate; it
+/// may find the shape dead already, register before the terminate, or
+/// register after it.
 fn terminate_vs_wait(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    let name = format!("6b terminate vs wait ({fault:?})");
-    model(&name, BOUND, move || {
-        with_waker(fault, |shape| {
-            // The wait begins (snapshots the close generation) before the
-            // terminate; it may find the shape dead already, register
-            // before the terminate, or register after it.
-            let gen = shape.generation();
-            let reader = {
-                let shape = Arc::clone(shape);
-                loom::thread::spawn(move || shape.wait(0, gen))
-            };
-            shape.terminate();
-            let out = reader.join().expect("reader");
-            assert_eq!(out, WaitOutcome::Terminated);
-            seen.record(path(shape, out));
-        });
-    });
-    outcomes
+    let terminated = WaitOutcome::Terminated;
+    one_waiter(
+        "6b terminate vs wait",
+        fault,
+        0,
+        Shape::terminate,
+        terminated,
+    )
 }
 
 /// One reader waits for a commit past transaction 1 while the writer
@@ -96,24 +97,12 @@ fn terminate_vs_wait(fault: Fault) -> Outcomes {
 /// still queued by the first (the waker thread has not cleared the flag)
 /// and skip its push; the waker thread's wake must then carry it.
 fn two_commits_vs_wait(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    let name = format!("6c two commits vs wait ({fault:?})");
-    model(&name, BOUND, move || {
-        with_waker(fault, |shape| {
-            let gen = shape.generation();
-            let reader = {
-                let shape = Arc::clone(shape);
-                loom::thread::spawn(move || shape.wait(1, gen))
-            };
-            shape.commit(1);
-            shape.commit(2);
-            let out = reader.join().expect("reader");
-            assert_eq!(out, WaitOutcome::Committed(LogOffset::new(2, 0)));
-            seen.record(path(shape, out));
-        });
-    });
-    outcomes
+    let committed = WaitOutcome::Committed(LogOffset::new(2, 0));
+    let writer = |s: &Shape| {
+        s.commit(1);
+        s.commit(2);
+    };
+    one_waiter("6c two commits vs wait", fault, 1, writer, committed)
 }
 
 /// The preemption bound of every model here (three threads: writer,
@@ -124,10 +113,8 @@ const BOUND: usize = 3;
 /// each: both shapes go through the one queue (a stack of two, or two
 /// pushes), and each reader is woken by its own shape's commit.
 fn two_shapes_one_queue(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
     let name = format!("6d two shapes, one waker thread ({fault:?})");
-    model(&name, BOUND_6D, move || {
+    model_outcomes(&name, BOUND_6D, move |seen| {
         with_waker(fault, |a| {
             let b = Arc::new(a.sibling(fault));
             let readers: Vec<_> = [a, &b]
@@ -151,8 +138,7 @@ fn two_shapes_one_queue(fault: Fault) -> Outcomes {
             }
             seen.record(paths.join(" / "));
         });
-    });
-    outcomes
+    })
 }
 
 /// The preemption bound of model 6d (four threads).

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use loom_tests::{assert_committed_prefix, e, model, Outcomes};
-use shapebuf::loom_api::{self, Fault, MemDisk, Shape};
+use loom_tests::{assert_committed_prefix, e, model_outcomes, shape_with_writer, Outcomes};
+use shapebuf::loom_api::{self, Fault};
 use shapebuf::LogOffset;
 
 /// 4a. A bare segment: one thread pushes two entries, another reads every
@@ -19,9 +19,7 @@ use shapebuf::LogOffset;
 /// first operation (a load of `len`) hits tokio-rs/loom#392 and loom
 /// explores one execution only.
 fn segment_len(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    model(&format!("4a segment len ({fault:?})"), 3, move || {
+    model_outcomes(&format!("4a segment len ({fault:?})"), 3, move |seen| {
         let (mut w, r) = loom_api::segment(2, fault);
         let reader = {
             let (r, seen) = (r.clone(), seen.clone());
@@ -35,8 +33,7 @@ fn segment_len(fault: Fault) -> Outcomes {
         assert!(w.push(e(1, 1)));
         reader.join().expect("reader");
         assert_eq!(r.read(), [e(1, 0), e(1, 1)]);
-    });
-    outcomes
+    })
 }
 
 #[test]
@@ -57,17 +54,12 @@ fn twin_len_relaxed() {
 /// load the grown segment (the watermark's Release/Acquire orders the swap
 /// before the reader's pointer load).
 fn committed(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    model(
+    model_outcomes(
         &format!("4b committed watermark ({fault:?})"),
         3,
-        move || {
+        move |seen| {
             let log = vec![e(1, 0), e(1, 1)];
-            let shape = Arc::new(Shape::new(fault));
-            let disk = Arc::new(MemDisk::new());
-            let mut w = shape.claim().expect("first claim");
-            w.install(0, LogOffset::ZERO, 1);
+            let (shape, disk, mut w) = shape_with_writer(fault, []);
             let writer = loom::thread::spawn(move || {
                 w.append(e(1, 0));
                 w.append(e(1, 1));
@@ -78,8 +70,7 @@ fn committed(fault: Fault) -> Outcomes {
             seen.read(&out);
             writer.join().expect("writer");
         },
-    );
-    outcomes
+    )
 }
 
 #[test]
@@ -106,18 +97,11 @@ fn twin_commit_relaxed() {
 /// 4c. The persisted watermark: an observer (what the flush tracker will
 /// be) that sees `persisted = p` finds at least `p` entries on disk.
 fn persisted(fault: Fault) -> Outcomes {
-    let outcomes = Outcomes::default();
-    let seen = outcomes.clone();
-    model(
+    model_outcomes(
         &format!("4c persisted watermark ({fault:?})"),
         3,
-        move || {
-            let shape = Arc::new(Shape::new(fault));
-            let disk = Arc::new(MemDisk::new());
-            let mut w = shape.claim().expect("first claim");
-            w.install(0, LogOffset::ZERO, 1);
-            w.append(e(1, 0));
-            w.commit(1);
+        move |seen| {
+            let (shape, disk, mut w) = shape_with_writer(fault, [e(1, 0)]);
             let writer = {
                 let disk = Arc::clone(&disk);
                 loom::thread::spawn(move || {
@@ -134,8 +118,7 @@ fn persisted(fault: Fault) -> Outcomes {
             writer.join().expect("writer");
             assert_eq!(shape.persisted(), 1);
         },
-    );
-    outcomes
+    )
 }
 
 #[test]
