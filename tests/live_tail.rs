@@ -12,7 +12,8 @@ use std::time::Duration;
 use shapebuf::fs::{Fs, FsFile};
 use shapebuf::{Config, LogOffset, ShapeHandle, Store, WaitOutcome};
 
-const FOREVER: Duration = Duration::from_secs(3600);
+mod common;
+use common::live::{spawn_wait, store, until_waiting, FOREVER};
 
 /// Files in memory, no durability (`SimFs::sync_dir` walks every file and
 /// real files need one descriptor per shape: neither suits 100,000 shapes).
@@ -95,19 +96,6 @@ impl Fs for MemFs {
     }
 }
 
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    (dir, store)
-}
-
-/// Spins (yielding) until `n` waiters are registered on `h`.
-fn until_waiting(h: &ShapeHandle, n: usize) {
-    while h.waiting() < n {
-        std::thread::yield_now();
-    }
-}
-
 async fn until_waiting_async(h: &ShapeHandle, n: usize) {
     while h.waiting() < n {
         tokio::task::yield_now().await;
@@ -119,10 +107,7 @@ fn a_commit_wakes_a_blocked_reader_with_the_last_committed_offset() {
     let (_d, store) = store();
     let mut w = store.writer("s").unwrap();
     let h = store.handle("s").unwrap();
-    let waiter = {
-        let h = h.clone();
-        std::thread::spawn(move || h.wait_for(LogOffset::ZERO, FOREVER))
-    };
+    let waiter = spawn_wait(&h, LogOffset::ZERO);
     until_waiting(&h, 1);
     w.append(LogOffset::new(4, 0), "a").unwrap();
     w.append(LogOffset::new(4, 1), "b").unwrap();
@@ -139,10 +124,7 @@ fn an_append_without_commit_does_not_end_the_wait() {
     let (_d, store) = store();
     let mut w = store.writer("s").unwrap();
     let h = store.handle("s").unwrap();
-    let waiter = {
-        let h = h.clone();
-        std::thread::spawn(move || h.wait_for(LogOffset::ZERO, FOREVER))
-    };
+    let waiter = spawn_wait(&h, LogOffset::ZERO);
     until_waiting(&h, 1);
     w.append(LogOffset::new(1, 0), "never committed").unwrap();
     // Terminate discards the open transaction: had the append woken the
@@ -156,10 +138,7 @@ fn waits_past_an_offset_ahead_of_the_log() {
     let (_d, store) = store();
     let mut w = store.writer("s").unwrap();
     let h = store.handle("s").unwrap();
-    let waiter = {
-        let h = h.clone();
-        std::thread::spawn(move || h.wait_for(LogOffset::new(5, 0), FOREVER))
-    };
+    let waiter = spawn_wait(&h, LogOffset::new(5, 0));
     until_waiting(&h, 1);
     for tx in 1..=5 {
         w.append(LogOffset::new(tx, 0), "x").unwrap();
@@ -195,12 +174,7 @@ fn terminate_wakes_every_waiter_and_a_restarted_shape_keeps_working() {
     w.commit().unwrap();
     let h = store.handle("s").unwrap();
     let after = LogOffset::new(1, 0);
-    let waiters: Vec<_> = (0..16)
-        .map(|_| {
-            let h = h.clone();
-            std::thread::spawn(move || h.wait_for(after, FOREVER))
-        })
-        .collect();
+    let waiters: Vec<_> = (0..16).map(|_| spawn_wait(&h, after)).collect();
     until_waiting(&h, 16);
     w.terminate().unwrap();
     for t in waiters {
@@ -212,10 +186,7 @@ fn terminate_wakes_every_waiter_and_a_restarted_shape_keeps_working() {
     assert_eq!(h.wait_for(after, FOREVER), WaitOutcome::Terminated);
     // A restarted shape's waits (same handle) wait again.
     let mut w = store.writer("s").unwrap();
-    let waiter = {
-        let h = h.clone();
-        std::thread::spawn(move || h.wait_for(after, FOREVER))
-    };
+    let waiter = spawn_wait(&h, after);
     until_waiting(&h, 1);
     w.append(LogOffset::new(2, 0), "b").unwrap();
     w.commit().unwrap();
@@ -234,10 +205,7 @@ fn a_dropped_writer_wakes_waiters_and_keeps_its_commits() {
     w.append(LogOffset::new(1, 0), "a").unwrap();
     w.commit().unwrap();
     let h = store.handle("s").unwrap();
-    let waiter = {
-        let h = h.clone();
-        std::thread::spawn(move || h.wait_for(LogOffset::new(1, 0), FOREVER))
-    };
+    let waiter = spawn_wait(&h, LogOffset::new(1, 0));
     until_waiting(&h, 1);
     drop(w);
     assert_eq!(waiter.join().unwrap(), WaitOutcome::WriterDropped);
@@ -282,10 +250,7 @@ fn a_commit_before_terminate_is_reported_as_committed() {
     let (_d, store) = store();
     let mut w = store.writer("s").unwrap();
     let h = store.handle("s").unwrap();
-    let waiter = {
-        let h = h.clone();
-        std::thread::spawn(move || h.wait_for(LogOffset::ZERO, FOREVER))
-    };
+    let waiter = spawn_wait(&h, LogOffset::ZERO);
     until_waiting(&h, 1);
     w.append(LogOffset::new(1, 0), "a").unwrap();
     w.commit().unwrap();

@@ -11,26 +11,15 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use shapebuf::{LogOffset, ShapeHandle, Store, WaitOutcome};
+use shapebuf::{LogOffset, Store, WaitOutcome};
 
-const FOREVER: Duration = Duration::from_secs(3600);
+mod common;
+use common::live::{spawn_wait, store, until_waiting, FOREVER};
 
 /// The tests count the process's waker threads: one at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    (dir, store)
-}
-
-fn until_waiting(h: &ShapeHandle, n: usize) {
-    while h.waiting() < n {
-        std::thread::yield_now();
-    }
 }
 
 /// A waker that reports the thread it is woken on and, unless that is the
@@ -99,10 +88,7 @@ fn commit_returns_while_a_wake_is_blocked_on_the_waker_thread() {
 
     // The waker thread is now stuck in `wake`. A blocking reader waits for
     // the next commit; the commit returns although nobody can wake it yet.
-    let reader = {
-        let h = h.clone();
-        std::thread::spawn(move || h.wait_for(LogOffset::new(1, 0), FOREVER))
-    };
+    let reader = spawn_wait(&h, LogOffset::new(1, 0));
     until_waiting(&h, 2);
     w.append(LogOffset::new(2, 0), "b").unwrap();
     assert_eq!(w.commit().unwrap(), LogOffset::new(2, 0));

@@ -3,6 +3,8 @@
 //! tests (crash points, I/O faults).
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
