@@ -35,14 +35,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use shapebuf::fs::SimFs;
 use shapebuf::{Config, LogOffset, ShapeHandle, ShapeWriter, Store, WaitOutcome};
 
-fn criterion() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10)
-        .without_plots()
-        .configure_from_args()
-}
+mod common;
+use common::Json;
 
 /// A store on in-memory files that never flushes on its own.
 fn store() -> Store {
@@ -128,46 +122,31 @@ struct Samples {
     commit: Vec<u64>,
 }
 
-fn pct(v: &mut [u64], p: f64) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn report(name: &str, mut s: Samples) {
-    let us = |n: u64| n as f64 / 1000.0;
-    let (w50, w99, wmax) = (
-        pct(&mut s.wake, 0.50),
-        pct(&mut s.wake, 0.99),
-        pct(&mut s.wake, 1.0),
-    );
-    let (c50, c99) = (pct(&mut s.commit, 0.50), pct(&mut s.commit, 0.99));
+    if s.commit.is_empty() {
+        // Filtered out (or `--list`): keep the last real run's summary.
+        return;
+    }
+    let w = common::pcts(&mut s.wake);
+    let c = common::pcts(&mut s.commit);
+    let us = |n: f64| n / 1000.0;
     println!(
         "{name}: commit-to-wake p50 {:.1} us, p99 {:.1} us, max {:.1} us \
          ({} wakes, {} rounds); commit() p50 {:.2} us, p99 {:.2} us",
-        us(w50),
-        us(w99),
-        us(wmax),
-        s.wake.len(),
-        s.commit.len(),
-        us(c50),
-        us(c99)
+        us(w.p50),
+        us(w.p99),
+        us(w.max),
+        w.n,
+        c.n,
+        us(c.p50),
+        us(c.p99)
     );
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "target".into())
-        .join("criterion/shapebuf/wake");
-    if std::fs::create_dir_all(&dir).is_ok() {
-        let json = format!(
-            "{{\"wake_p50_ns\": {w50}, \"wake_p99_ns\": {w99}, \"wake_max_ns\": {wmax}, \
-             \"wakes\": {}, \"rounds\": {}, \"commit_p50_ns\": {c50}, \"commit_p99_ns\": {c99}}}\n",
-            s.wake.len(),
-            s.commit.len()
-        );
-        let _ = std::fs::write(dir.join(format!("{}.json", name.replace('/', "-"))), json);
-    }
+    Json::default()
+        .pcts("wake", &w)
+        .pcts("commit", &c)
+        .num("wakes", w.n as f64)
+        .num("rounds", c.n as f64)
+        .write(&format!("wake/{}", name.replace('/', "-")));
 }
 
 /// Benchmarks the rounds of `n` registered readers of `h` twice: the
@@ -204,10 +183,31 @@ fn rounds(
     commits
 }
 
+/// Runs the rounds against the `n` readers of `h`, then terminates the
+/// shape (every reader's wait loop ends on it) and reports the readers'
+/// wake latencies, which `join` collects, with the commit times.
+fn finish(
+    c: &mut Criterion,
+    form: &str,
+    n: usize,
+    round: &Round,
+    mut w: ShapeWriter,
+    h: &ShapeHandle,
+    join: impl FnOnce() -> Vec<u64>,
+) {
+    let commit = rounds(c, form, n, round, &mut w, h);
+    while h.waiting() < n {
+        std::thread::yield_now();
+    }
+    w.terminate().expect("terminate");
+    let wake = join();
+    report(&format!("wake/{form}/{n}"), Samples { wake, commit });
+}
+
 /// `n` blocking readers, one thread each (small stacks).
 fn wake_blocking(c: &mut Criterion, n: usize) {
     let store = store();
-    let mut w = store.writer("s").expect("writer");
+    let w = store.writer("s").expect("writer");
     let h = store.handle("s").expect("handle");
     let round = Round::new(n);
     *round.writer.lock().unwrap() = Some(std::thread::current());
@@ -232,19 +232,12 @@ fn wake_blocking(c: &mut Criterion, n: usize) {
                 .expect("spawn a reader")
         })
         .collect();
-    let commits = rounds(c, "blocking", n, &round, &mut w, &h);
-    while h.waiting() < n {
-        std::thread::yield_now();
-    }
-    w.terminate().expect("terminate");
-    let mut s = Samples {
-        commit: commits,
-        ..Samples::default()
-    };
-    for r in readers {
-        s.wake.extend(r.join().expect("reader"));
-    }
-    report(&format!("wake/blocking/{n}"), s);
+    finish(c, "blocking", n, &round, w, &h, || {
+        readers
+            .into_iter()
+            .flat_map(|r| r.join().expect("reader"))
+            .collect()
+    });
 }
 
 /// `n` async readers, one task each, on a 2-worker tokio runtime.
@@ -255,7 +248,7 @@ fn wake_async(c: &mut Criterion, n: usize) {
         .build()
         .expect("runtime");
     let store = store();
-    let mut w = store.writer("s").expect("writer");
+    let w = store.writer("s").expect("writer");
     let h = store.handle("s").expect("handle");
     let round = Round::new(n);
     *round.writer.lock().unwrap() = Some(std::thread::current());
@@ -277,19 +270,12 @@ fn wake_async(c: &mut Criterion, n: usize) {
             })
         })
         .collect();
-    let commits = rounds(c, "async", n, &round, &mut w, &h);
-    while h.waiting() < n {
-        std::thread::yield_now();
-    }
-    w.terminate().expect("terminate");
-    let mut s = Samples {
-        commit: commits,
-        ..Samples::default()
-    };
-    for r in readers {
-        s.wake.extend(rt.block_on(r).expect("reader"));
-    }
-    report(&format!("wake/async/{n}"), s);
+    finish(c, "async", n, &round, w, &h, || {
+        readers
+            .into_iter()
+            .flat_map(|r| rt.block_on(r).expect("reader"))
+            .collect()
+    });
 }
 
 fn wake(c: &mut Criterion) {
@@ -353,7 +339,7 @@ fn commit_no_waiters(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = criterion();
+    config = common::criterion();
     targets = commit_no_waiters, wake
 }
 criterion_main!(benches);
