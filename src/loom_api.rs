@@ -145,7 +145,7 @@ impl Writer {
 
     /// The tail of `ShapeWriter::terminate` (after its flush): unpublish and
     /// retire the segment, then hand it to the collector (as production
-    /// does once its writer thread has retired 1 MiB: `Epoch::retired`).
+    /// does once its writer thread has retired 64 KiB: `Epoch::retired`).
     pub fn retire(&mut self) {
         let guard = self.token.buffer().pin();
         self.token.retire(&guard);

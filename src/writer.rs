@@ -339,9 +339,10 @@ impl ShapeWriter {
     /// Flushes if anything is pending and the flush interval
     /// ([`Config::flush_interval`](crate::Config::flush_interval)) has passed
     /// since the last flush. Hosts call this from their own timer; returns
-    /// whether it flushed. It also hands the segments this thread retired
-    /// (trims, terminates) to the epoch collector at once (otherwise that
-    /// happens per 64 KiB retired) and runs a collection.
+    /// whether it flushed. If this thread retired segments (trims,
+    /// terminates) since its last hand-off, it also hands them to the epoch
+    /// collector at once (otherwise that happens per 64 KiB retired) and
+    /// runs a collection. It completes a background flush that finished.
     pub fn tick(&mut self) -> Result<bool> {
         self.check()?;
         self.settle(false)?;
