@@ -208,17 +208,22 @@ fn bounds(after: LogOffset, upto: LogOffset) -> (Bound<LogOffset>, Bound<LogOffs
     (Bound::Excluded(after), Bound::Included(upto))
 }
 
-fn read_map(map: &Map, after: LogOffset, upto: LogOffset) -> Seen {
+/// What a borrowing read saw, from its payloads' lengths.
+fn seen_lens(lens: impl Iterator<Item = usize>) -> Seen {
     let mut seen = Seen {
         entries: 0,
         bytes: 0,
         from_disk: false,
     };
-    for (_, v) in map.range(bounds(after, upto)) {
+    for len in lens {
         seen.entries += 1;
-        seen.bytes += v.len();
+        seen.bytes += len;
     }
     seen
+}
+
+fn read_map(map: &Map, after: LogOffset, upto: LogOffset) -> Seen {
+    seen_lens(map.range(bounds(after, upto)).map(|(_, v)| v.len()))
 }
 
 fn clone_map(map: &Map, after: LogOffset, upto: LogOffset) -> Vec<Entry> {
@@ -341,18 +346,7 @@ impl Table for Skip {
         let guard = crossbeam_epoch::pin();
         let range = self.0.range(bounds(after, upto), &guard);
         match mode {
-            Mode::Borrow => {
-                let mut seen = Seen {
-                    entries: 0,
-                    bytes: 0,
-                    from_disk: false,
-                };
-                for e in range {
-                    seen.entries += 1;
-                    seen.bytes += e.value().len();
-                }
-                seen
-            }
+            Mode::Borrow => seen_lens(range.map(|e| e.value().len())),
             Mode::Owned => {
                 let v: Vec<Entry> = range
                     .map(|e| Entry {
@@ -382,18 +376,7 @@ impl Table for Tree {
         let guard = scc::ebr::Guard::new();
         let range = self.0.range(bounds(after, upto), &guard);
         match mode {
-            Mode::Borrow => {
-                let mut seen = Seen {
-                    entries: 0,
-                    bytes: 0,
-                    from_disk: false,
-                };
-                for (_, v) in range {
-                    seen.entries += 1;
-                    seen.bytes += v.len();
-                }
-                seen
-            }
+            Mode::Borrow => seen_lens(range.map(|(_, v)| v.len())),
             Mode::Owned => {
                 let v: Vec<Entry> = range
                     .map(|(k, v)| Entry {
