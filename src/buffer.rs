@@ -50,7 +50,7 @@ use std::sync::Arc;
 use tracing::{debug, trace};
 
 use crate::log::Durable;
-use crate::segment::{Entry, Segment};
+use crate::segment::{Batch, Entry, Segment};
 use crate::sync::{Atomic, AtomicBool, AtomicU64, Epoch, Guard, Ordering, Owned, Shared};
 use crate::LogOffset;
 
@@ -322,7 +322,11 @@ impl WriterToken {
     /// below `start` must be durable and `committed <= start`.
     pub(crate) fn install(&mut self, start: u64, base: LogOffset, capacity: usize, guard: &Guard) {
         debug_assert!(self.buffer.persisted.load(Ordering::Relaxed) >= start);
-        self.replace(Owned::new(self.new_segment(start, base, capacity)), guard);
+        self.replace(
+            Owned::new(self.new_segment(start, base, capacity)),
+            usize::MAX,
+            guard,
+        );
     }
 
     /// Appends `entry` as entry number `seq` (the writer's running count),
@@ -337,13 +341,14 @@ impl WriterToken {
         let Err(entry) = (unsafe { seg.push(entry) }) else {
             return;
         };
-        let grown = self.new_segment(seg.start(), seg.base(), seg.capacity() * 2);
-        Self::copy_into(&grown, seg, 0);
+        // Growth takes the chunks over (no entry is copied) into a directory
+        // twice the size.
+        let (grown, _) = seg.carry(0, seg.start(), seg.base(), seg.capacity() * 2, usize::MAX);
         // SAFETY: `grown` is not published yet; only this thread sees it.
         let pushed = unsafe { grown.push(entry) };
-        debug_assert!(pushed.is_ok(), "a doubled segment has room");
+        debug_assert!(pushed.is_ok(), "a grown segment has room");
         trace!(capacity = grown.capacity(), "segment grown");
-        self.replace(Owned::new(grown), guard);
+        self.replace(Owned::new(grown), 0, guard);
     }
 
     /// Makes entries `[0, committed)` visible to readers.
@@ -411,9 +416,17 @@ impl WriterToken {
             k => (seg.start() + k as u64, seg.get(k - 1).offset),
         };
         let keep = seg.writer_len() - keep_from;
-        let trimmed = self.new_segment(start, base, (keep * 2).max(sizing.min_capacity));
-        Self::copy_into(&trimmed, seg, keep_from);
-        self.replace(Owned::new(trimmed), guard);
+        // The trimmed segment takes over the chunks from `keep_from`'s on
+        // (no entry is copied, unless `keep_from`'s chunk holds more than
+        // the budget before it); the older ones are freed with `seg`.
+        let (trimmed, kept) = seg.carry(
+            keep_from,
+            start,
+            base,
+            (keep * 2).max(sizing.min_capacity),
+            sizing.retain_bytes,
+        );
+        self.replace(Owned::new(trimmed), kept, guard);
     }
 
     /// Hands the segments this thread retired to the collector now
@@ -433,7 +446,7 @@ impl WriterToken {
             .buffer
             .segment
             .swap(Shared::null(), Ordering::Release, guard);
-        self.defer_free(old, guard);
+        self.defer_free(old, usize::MAX, guard);
     }
 
     /// The flush protocol on one thread, as the loom models run it, for
@@ -442,8 +455,9 @@ impl WriterToken {
     /// 2 ([`WriterToken::take_pending`], the write on its own thread or a
     /// flusher's, then [`WriterToken::complete_flush`]):
     ///
-    /// 1. clone them out under a pin (cheap refcount clones), and unpin: no
-    ///    pin is held across disk I/O;
+    /// 1. lend them out under a pin as a [`Batch`] (a reference to each of
+    ///    their chunks, no entry copied), and unpin: no pin is held across
+    ///    disk I/O;
     /// 2. `write` them; it returns once they are durable, with what the log
     ///    now holds;
     /// 3. publish `persisted`;
@@ -459,7 +473,7 @@ impl WriterToken {
         from: u64,
         to: u64,
         sizing: Sizing,
-        write: impl FnOnce(&[Entry]) -> Result<Durable, E>,
+        write: impl FnOnce(&Batch) -> Result<Durable, E>,
     ) -> Result<(Durable, usize), E> {
         let pending = self.take_pending(from, to);
         #[cfg(loom)]
@@ -469,20 +483,24 @@ impl WriterToken {
         Ok((durable, pending.len()))
     }
 
-    /// Step 1 of the flush protocol (and of the take-over's): clones the
+    /// Step 1 of the flush protocol (and of the take-over's): lends the
     /// entries numbered `[from, to)` that the current segment holds out
-    /// under a pin (cheap refcount clones; those below its start are on
-    /// disk), and unpins. The caller writes them with no pin held (on any
-    /// thread), then calls [`WriterToken::complete_flush`] with what the log
-    /// reported durable.
-    pub(crate) fn take_pending(&self, from: u64, to: u64) -> Vec<Entry> {
+    /// under a pin (a [`Batch`] holding their chunks; entries below its
+    /// start are on disk), and unpins. The caller writes them with no pin
+    /// held (on any thread), then calls [`WriterToken::complete_flush`] with
+    /// what the log reported durable.
+    pub(crate) fn take_pending(&self, from: u64, to: u64) -> Batch {
         let guard = self.buffer.pin();
         match self.current(&guard) {
             // Entries below the segment's start are on disk already.
-            Some(seg) => (from.max(seg.start())..to)
-                .map(|seq| seg.get((seq - seg.start()) as usize).clone())
-                .collect(),
-            None => Vec::new(),
+            Some(seg) => {
+                let index = |seq: u64| usize::try_from(seq.max(seg.start()) - seg.start());
+                let (Ok(from), Ok(to)) = (index(from), index(to)) else {
+                    unreachable!("a segment's entries are indexable");
+                };
+                seg.batch(from.min(to), to)
+            }
+            None => Batch::empty(),
         }
     }
 
@@ -500,7 +518,7 @@ impl WriterToken {
     /// (`durable`):
     ///
     /// 1. entries a dropped predecessor committed but did not flush are
-    ///    still in its segment: clone them out under a pin, unpin, and
+    ///    still in its segment: lend them out under a pin, unpin, and
     ///    `write` them with their commit point (returns once durable);
     /// 2. `discard` the log's uncommitted tail;
     /// 3. publish `persisted`;
@@ -512,7 +530,7 @@ impl WriterToken {
         &mut self,
         durable: Durable,
         min_capacity: usize,
-        write: impl FnOnce(&[Entry], (u64, LogOffset)) -> Result<Durable, E>,
+        write: impl FnOnce(&Batch, (u64, LogOffset)) -> Result<Durable, E>,
         discard: impl FnOnce() -> Result<Durable, E>,
     ) -> Result<Durable, E> {
         let committed = self.buffer.committed();
@@ -549,7 +567,7 @@ impl WriterToken {
     /// The faults that [`WriterToken::flush_with`] injects between taking
     /// the entries out and writing them (loom models only).
     #[cfg(loom)]
-    fn inject_before_write(&mut self, to: u64, pending: &[Entry], sizing: Sizing) {
+    fn inject_before_write(&mut self, to: u64, pending: &Batch, sizing: Sizing) {
         match (self.buffer.fault, pending.last()) {
             (Fault::TrimBeforeWrite, Some(last)) => {
                 self.publish_persisted(to);
@@ -564,28 +582,24 @@ impl WriterToken {
         }
     }
 
-    fn copy_into(dst: &Segment, src: &Segment, from: usize) {
-        for i in from..src.writer_len() {
-            // SAFETY: `dst` is not published yet; only this thread sees it.
-            let pushed = unsafe { dst.push(src.get(i).clone()) };
-            debug_assert!(pushed.is_ok(), "copy target sized to fit");
-        }
-    }
-
-    fn replace(&mut self, new: Owned<Segment>, guard: &Guard) {
+    /// Publishes `new`, which holds the current segment's chunks from
+    /// directory entry `kept` on (`usize::MAX`: none), and retires the
+    /// current one.
+    fn replace(&mut self, new: Owned<Segment>, kept: usize, guard: &Guard) {
         // Release: publishes the new segment's contents; pairs with the
         // readers' Acquire loads of the pointer.
         let old = self.buffer.segment.swap(new, Ordering::Release, guard);
-        self.defer_free(old, guard);
+        self.defer_free(old, kept, guard);
     }
 
-    fn defer_free(&self, old: Shared<'_, Segment>, guard: &Guard) {
+    /// Defers the free of `old` (see [`WriterToken::replace`] for `kept`).
+    fn defer_free(&self, old: Shared<'_, Segment>, kept: usize, guard: &Guard) {
         // SAFETY: only this writer publishes segments; `old` was just
         // unpublished, so no reader that pins from now on can reach it.
         let Some(seg) = (unsafe { old.as_ref() }) else {
             return;
         };
-        let bytes = seg.footprint() as u64;
+        let bytes = seg.footprint(kept) as u64;
         let retired = Arc::clone(&self.buffer.retired);
         retired
             .0

@@ -34,7 +34,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use crate::log::Durable;
 use crate::registry::Slot;
-use crate::segment::Entry;
+use crate::segment::Batch;
 use crate::{Error, LogOffset, Result};
 
 /// Locks a std mutex (every critical section here leaves its data
@@ -51,7 +51,7 @@ pub(crate) const THREADS: usize = 2;
 /// commit point to record after them.
 pub(crate) struct Job {
     pub(crate) slot: Arc<Slot>,
-    pub(crate) pending: Vec<Entry>,
+    pub(crate) pending: Batch,
     pub(crate) commit: Option<(u64, LogOffset)>,
     pub(crate) done: Arc<Done>,
 }
@@ -65,7 +65,7 @@ impl Job {
             done,
         } = self;
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            slot.log.append(&pending, commit)
+            slot.log.append(pending.iter(), commit)
         }))
         .unwrap_or_else(|_| {
             Err(Error::Io {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::buffer::{Buffer, RetiredBytes, Sizing, WriterToken};
 use crate::log::Durable;
 use crate::reader::{self, Disk};
-use crate::segment::Segment;
+use crate::segment::{Batch, Segment};
 use crate::sync::{lock, Epoch, Mutex, Ordering};
 use crate::{Entry, FlushTracker, LogOffset, ReadOutcome, Result};
 
@@ -214,9 +214,9 @@ impl MemDisk {
 
     /// Appends entries and a commit point; durable on return (the model has
     /// no separate sync).
-    fn append(&self, entries: &[Entry], commit: Option<(u64, LogOffset)>) -> Result<Durable> {
+    fn append(&self, entries: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable> {
         let mut s = lock(&self.state);
-        s.entries.extend_from_slice(entries);
+        s.entries.extend(entries.iter().cloned());
         if let Some((n, _)) = commit {
             assert!(n <= s.entries.len() as u64, "commit point beyond the log");
             s.committed = n;

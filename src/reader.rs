@@ -105,8 +105,8 @@ struct Memory<'g> {
 }
 
 impl<'g> Memory<'g> {
-    fn entries(&self) -> impl Iterator<Item = &'g Entry> + '_ {
-        self.range.clone().map(|k| self.slots.get(k))
+    fn entries(&self) -> impl ExactSizeIterator<Item = &'g Entry> {
+        self.slots.iter(self.range.clone())
     }
 }
 

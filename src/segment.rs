@@ -1,38 +1,69 @@
 //! The append-only segment: one generation of a shape's in-memory buffer.
 //!
-//! A segment is a fixed-capacity array of [`Entry`] slots, a published
-//! length, and the position of its first slot in the shape's log.
+//! A segment is a directory of fixed-size *chunks* of [`Entry`] slots
+//! ([`CHUNK`] each), a published length, and the position of its first entry
+//! in the shape's log. Chunks are shared: a trim or a growth publishes a new
+//! segment whose directory takes over the old one's chunks whole (a
+//! reference count each), so neither copies an entry, and a flush batch
+//! ([`Batch`]) lends entries to a flusher thread the same way.
 //!
 //! # Invariants
 //!
-//! - **Slot initialisation.** Slots `[0, len)` are initialised and are never
-//!   written again; slots `[len, capacity)` are uninitialised and are only
-//!   ever touched by the single writer (see [`Segment::push`]). A slot is
-//!   written first, then `len` is raised with Release; a reader loads `len`
-//!   with Acquire and reads only slots below it.
-//! - **Position.** Slot `i` holds the shape's entry number `start + i`
+//! - **Slot initialisation.** Every slot of a chunk always holds an entry: a
+//!   placeholder (empty payload, no allocation) until the writer writes it.
+//!   The segment's entries `[0, len)` are its slots from `skip` on (across
+//!   the directory's chunks, in order); each was written before `len` was
+//!   raised past it and is never written again while the chunk lives. Slots
+//!   past `len` are touched only by the single writer (see
+//!   [`Segment::push`]). A slot is written first, then `len` is raised with
+//!   Release; a reader loads `len` with Acquire and reads only below it.
+//! - **Directory.** An entry of the directory is set before the segment is
+//!   published (chunks taken over) or, for a fresh chunk, by the writer
+//!   before it raises `len` onto the chunk's first slot; it is never changed
+//!   afterwards, so a reader that may read entry `i` may follow the
+//!   directory to it.
+//! - **Sharing.** A chunk shared by an old (retired) segment and its
+//!   successor is written only through the successor, and only at slots past
+//!   the old segment's final length: what a reader of the old segment reads
+//!   never changes. A chunk is freed with its last reference (segments and
+//!   batches), after which nobody can reach it.
+//! - **Position.** Entry `i` is the shape's entry number `start + i`
 //!   (entries are numbered from 0 in log order). Every entry numbered below
 //!   `start` was durable on disk before this segment was published, and
 //!   `base` is the offset of entry `start - 1` ([`LogOffset::ZERO`] when
 //!   `start == 0`).
-//! - **Order.** Offsets strictly increase across slots, and the first slot's
-//!   offset is above `base`.
+//! - **Order.** Offsets strictly increase across entries, and the first
+//!   entry's offset is above `base`.
 //! - **Immutability after retirement.** Once a segment is replaced (trim,
-//!   growth, terminate) the writer never touches it again; it is freed by the
-//!   epoch collector after every reader that loaded it has unpinned.
+//!   growth, terminate) the writer never pushes through it again; it is
+//!   freed by the epoch collector after every reader that loaded it has
+//!   unpinned.
 //!
 //! # Orderings
 //!
 //! `len`: the writer's Release store in [`Segment::push`] pairs with the
-//! Acquire load in [`Segment::published_len`], making the slot writes below
-//! the new length visible to the reader.
+//! Acquire load in [`Segment::published_len`], making the slot and
+//! directory writes below the new length visible to the reader.
 
-use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::sync::{exclusive_usize, AtomicUsize, Ordering, UnsafeCell};
+#[cfg(loom)]
+use crate::sync::exclusive_usize;
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use crate::LogOffset;
+
+/// Slots per chunk (a power of two). 64 slots of 48 bytes are 3 KiB, a
+/// fresh shape's first allocation. Under loom, 1: every push then installs
+/// a chunk, and the models' one-slot segments still grow at their second
+/// append.
+#[cfg(not(loom))]
+pub(crate) const CHUNK: usize = 64;
+/// Slots per chunk (see the production value).
+#[cfg(loom)]
+pub(crate) const CHUNK: usize = 1;
 
 /// One entry of a shape's log: its offset and its payload.
 ///
@@ -60,33 +91,109 @@ impl Entry {
             payload: payload.into(),
         }
     }
+
+    /// What an unwritten slot holds (no allocation).
+    const fn placeholder() -> Self {
+        Entry {
+            offset: LogOffset::ZERO,
+            payload: Bytes::new(),
+        }
+    }
 }
 
-/// The first `len` slots of a segment, every one initialised: what a reader
+/// [`CHUNK`] slots; shared by reference count between the segments (and
+/// batches) that hold it.
+pub(crate) struct Chunk([UnsafeCell<Entry>; CHUNK]);
+
+// SAFETY: slots are shared between threads only through the published-length
+// protocol (module docs): written slots are immutable, unwritten ones are
+// touched by the single writer only. `Entry` is Send + Sync.
+unsafe impl Sync for Chunk {}
+// SAFETY: a chunk owns its entries, which are Send.
+unsafe impl Send for Chunk {}
+
+impl Chunk {
+    fn new() -> Arc<Chunk> {
+        Arc::new(Chunk(std::array::from_fn(|_| {
+            UnsafeCell::new(Entry::placeholder())
+        })))
+    }
+
+    /// Slot `k`, which the caller may read (module invariants).
+    ///
+    /// # Safety
+    ///
+    /// Slot `k` was written before, in a way ordered before this call (the
+    /// published-length protocol, or this thread is the writer), and the
+    /// chunk outlives `'a`.
+    #[inline]
+    unsafe fn read(&self, k: usize) -> &Entry {
+        // SAFETY: the caller's contract: nothing writes slot `k` while the
+        // reference lives.
+        self.0[k].with(|p| unsafe { &*p })
+    }
+}
+
+/// A directory entry: a chunk pointer from [`Arc::into_raw`] (one strong
+/// count owned by the segment), or null when not allocated yet.
+type DirEntry = UnsafeCell<*const Chunk>;
+
+/// The chunk at directory entry `c`.
+///
+/// # Safety
+///
+/// Entry `c` was set (module invariants: below a published length, or by
+/// this thread), and the directory's segment outlives `'a`.
+#[inline]
+unsafe fn chunk_at(dir: &[DirEntry], c: usize) -> &Chunk {
+    let p = dir[c].with(|p| {
+        // SAFETY: the caller's contract: entry `c` was set before and is
+        // never written again.
+        unsafe { *p }
+    });
+    debug_assert!(!p.is_null(), "directory entry {c} not set");
+    // SAFETY: a set entry holds a live chunk, kept alive by the segment's
+    // reference.
+    unsafe { &*p }
+}
+/// The first `len` entries of a segment, every one written: what a reader
 /// may read, fixed once per read.
 #[derive(Clone, Copy)]
 pub(crate) struct Slots<'a> {
-    seg: &'a Segment,
+    dir: &'a [DirEntry],
+    skip: usize,
     len: usize,
 }
 
 impl<'a> Slots<'a> {
-    /// Slot `i`; panics if `i` is outside the view.
+    /// Entry `i`; panics if `i` is outside the view.
     #[inline]
     pub(crate) fn get(&self, i: usize) -> &'a Entry {
         assert!(i < self.len, "slot {i} outside the read view");
-        self.seg.slots[i].with(|p| {
-            // SAFETY: `i < len`, and this thread has synchronised with the
-            // publication of slot `i`: `len` was loaded with Acquire in
-            // `Segment::published`, or (through `Segment::get`) `i` is below
-            // a length the caller loaded with Acquire or stored itself. So
-            // slot `i` was initialised before and is never written again
-            // (slot initialisation invariant). The segment outlives `'a`.
-            unsafe { (*p).assume_init_ref() }
-        })
+        let g = self.skip + i;
+        // SAFETY: `i < len`, and this thread has synchronised with the
+        // publication of entry `i`: `len` was loaded with Acquire in
+        // `Segment::published`, or (through `Segment::get`) `i` is below a
+        // length the caller loaded with Acquire or stored itself. So the
+        // directory entry and the slot were written before and are never
+        // written again (slot initialisation and directory invariants). The
+        // segment, which holds the chunk, outlives `'a`.
+        unsafe { chunk_at(self.dir, g / CHUNK).read(g % CHUNK) }
     }
 
-    /// The index of the first slot whose offset is above `after` (`len`
+    /// Entries `range` in order, a chunk at a time (one directory lookup per
+    /// chunk, not per entry).
+    pub(crate) fn iter(&self, range: Range<usize>) -> Iter<'a> {
+        assert!(range.start <= range.end && range.end <= self.len);
+        Iter {
+            view: *self,
+            run: [].iter(),
+            next: self.skip + range.start,
+            end: self.skip + range.end,
+        }
+    }
+
+    /// The index of the first entry whose offset is above `after` (`len`
     /// when none is).
     pub(crate) fn first_after(&self, after: LogOffset) -> usize {
         let (mut lo, mut hi) = (0, self.len);
@@ -102,40 +209,247 @@ impl<'a> Slots<'a> {
     }
 }
 
+/// Entries of a read view, in order (see [`Slots::iter`]).
+pub(crate) struct Iter<'a> {
+    view: Slots<'a>,
+    /// The rest of the current chunk's run.
+    run: std::slice::Iter<'a, UnsafeCell<Entry>>,
+    /// Position (from the first chunk's slot 0) of the next run.
+    next: usize,
+    end: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a Entry;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Entry> {
+        loop {
+            if let Some(cell) = self.run.next() {
+                // SAFETY: the run lies below the view's length (`iter`'s
+                // assertion), so as in `Slots::get`.
+                return Some(cell.with(|p| unsafe { &*p }));
+            }
+            if self.next >= self.end {
+                return None;
+            }
+            let (c, k) = (self.next / CHUNK, self.next % CHUNK);
+            let n = (CHUNK - k).min(self.end - self.next);
+            // SAFETY: position `next` is below the view's length, so its
+            // directory entry is set (as in `Slots::get`).
+            let chunk = unsafe { chunk_at(self.view.dir, c) };
+            self.run = chunk.0[k..k + n].iter();
+            self.next += n;
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.run.len() + (self.end - self.next);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+/// Entries lent out of a segment (a flush batch): readable on any thread,
+/// with no epoch pin, for as long as the batch lives, because it holds a
+/// reference to each of their chunks (and written slots are never written
+/// again while a chunk lives).
+pub(crate) struct Batch {
+    chunks: Vec<Arc<Chunk>>,
+    skip: usize,
+    len: usize,
+}
+
+// The entries are immutable (see above) and `Chunk` is Send + Sync.
+impl Batch {
+    /// A batch of no entries.
+    pub(crate) fn empty() -> Self {
+        Batch {
+            chunks: Vec::new(),
+            skip: 0,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The entries, in order.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &Entry> + Clone + '_ {
+        (self.skip..self.skip + self.len).map(|g| {
+            // SAFETY: entries `[skip, skip + len)` of the chunks were written
+            // by the writer before it made the batch (and the batch reached
+            // this thread through a synchronising hand-over); they are never
+            // written again while the batch holds their chunks.
+            unsafe { self.chunks[g / CHUNK].read(g % CHUNK) }
+        })
+    }
+
+    /// The last entry, if any.
+    pub(crate) fn last(&self) -> Option<&Entry> {
+        self.iter().last()
+    }
+}
+
 /// One generation of a shape's in-memory buffer. See the module docs for the
 /// invariants.
 pub(crate) struct Segment {
     start: u64,
     base: LogOffset,
+    /// Where entry 0 sits in the first chunk (below it: older entries, kept
+    /// until the chunk is freed).
+    skip: usize,
     len: AtomicUsize,
-    slots: Box<[UnsafeCell<MaybeUninit<Entry>>]>,
+    dir: Box<[DirEntry]>,
     /// The ordering of the `len` store in [`Segment::push`]: Release, except
     /// in the loom model that checks loom catches a Relaxed one.
     #[cfg(loom)]
     len_store: Ordering,
 }
 
-// SAFETY: slots are shared between threads only through the published-length
-// protocol (module docs): initialised slots are immutable, uninitialised ones
-// are touched by the single writer only. `Entry` is Send + Sync.
+// SAFETY: slots and directory entries are shared between threads only
+// through the published-length protocol (module docs); the chunks are Send +
+// Sync.
 unsafe impl Sync for Segment {}
-// SAFETY: a segment owns its entries, which are Send.
+// SAFETY: a segment owns its directory and a reference to each chunk in it.
 unsafe impl Send for Segment {}
 
+/// Directory entries for `slots` slots from position `skip` on.
+fn chunks_for(skip: usize, slots: usize) -> usize {
+    (skip + slots).div_ceil(CHUNK)
+}
+
 impl Segment {
-    /// An empty segment whose first slot will be entry number `start`, the
-    /// entry after `base`.
+    /// An empty segment whose first entry will be entry number `start`, the
+    /// entry after `base`, with room for `capacity` entries before it grows.
     pub(crate) fn new(start: u64, base: LogOffset, capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+        Self::with_dir(start, base, 0, 0, chunks_for(0, capacity.max(1)))
+    }
+
+    fn with_dir(start: u64, base: LogOffset, skip: usize, len: usize, chunks: usize) -> Self {
         Segment {
             start,
             base,
-            len: AtomicUsize::new(0),
-            slots: (0..capacity)
-                .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+            skip,
+            len: AtomicUsize::new(len),
+            dir: (0..chunks.max(1))
+                .map(|_| UnsafeCell::new(std::ptr::null()))
                 .collect(),
             #[cfg(loom)]
             len_store: Ordering::Release,
+        }
+    }
+
+    /// A segment holding this one's entries from entry `from` on (the
+    /// writer's length), numbered from `start` after `base`, with room for
+    /// `capacity` entries in all. It takes over the chunks that hold them,
+    /// copying no entry, except in one case: when entry `from` sits inside
+    /// a chunk whose older slots (invisible to the new segment, but freed
+    /// only with the chunk) hold more than `stale_limit` bytes (payload plus
+    /// slot), that chunk's entries from `from` on are cloned into a fresh
+    /// chunk instead (at most [`CHUNK`] - 1), so a trim frees what it
+    /// trims. With no entry to hold it shares nothing.
+    ///
+    /// Returns the segment (not published yet) and the first directory
+    /// entry of `self` it holds a chunk from (`usize::MAX`: none; see
+    /// [`Segment::footprint`]). Writer only.
+    pub(crate) fn carry(
+        &self,
+        from: usize,
+        start: u64,
+        base: LogOffset,
+        capacity: usize,
+        stale_limit: usize,
+    ) -> (Self, usize) {
+        let len = self.writer_len();
+        debug_assert!(from <= len);
+        let n = len - from;
+        if n == 0 {
+            let seg = Self::with_dir(start, base, 0, 0, chunks_for(0, capacity.max(1)));
+            return (self.same_faults(seg), usize::MAX);
+        }
+        let g = self.skip + from;
+        let (first, skip) = (g / CHUNK, g % CHUNK);
+        let used = chunks_for(skip, n);
+        let seg = Self::with_dir(start, base, skip, n, chunks_for(skip, capacity.max(n)));
+        let copy_first = skip > 0 && self.stale_bytes(first, skip) > stale_limit;
+        if copy_first {
+            let fresh = Chunk::new();
+            // SAFETY: entry `first` holds entry `from` (written), set by this
+            // thread, the writer.
+            let old = unsafe { chunk_at(&self.dir, first) };
+            for k in skip..CHUNK.min(skip + n) {
+                // SAFETY: slot `k` holds an entry this thread wrote; `fresh`
+                // is not shared yet.
+                fresh.0[k].with_mut(|p| unsafe { *p = old.read(k).clone() });
+            }
+            // SAFETY: `seg` is not published; only this thread sees it.
+            seg.dir[0].with_mut(|q| unsafe { *q = Arc::into_raw(fresh) });
+        }
+        for c in usize::from(copy_first)..used {
+            let p = self.writer_dir(first + c);
+            // SAFETY: `p` came from `Arc::into_raw` and this segment holds a
+            // reference, so the count is at least 1; the new segment owns the
+            // increment.
+            unsafe { Arc::increment_strong_count(p) };
+            // SAFETY: `seg` is not published; only this thread sees it.
+            seg.dir[c].with_mut(|q| unsafe { *q = p });
+        }
+        (self.same_faults(seg), first + usize::from(copy_first))
+    }
+
+    /// `seg` with this segment's injected fault (loom models only).
+    fn same_faults(&self, seg: Self) -> Self {
+        #[cfg(loom)]
+        let seg = seg.with_len_store(self.len_store);
+        seg
+    }
+
+    /// Directory entry `c`, set by this thread (the writer).
+    fn writer_dir(&self, c: usize) -> *const Chunk {
+        self.dir[c].with(|p| {
+            // SAFETY: only the writer writes directory entries, and this is
+            // the writer.
+            unsafe { *p }
+        })
+    }
+
+    /// Payload and slot bytes of chunk entry `c`'s slots below `k` (written
+    /// by this thread, the writer).
+    fn stale_bytes(&self, c: usize, k: usize) -> usize {
+        // SAFETY: entry `c` holds written entries (the caller's), set by
+        // this thread; slots below `k` were written by it (or hold
+        // placeholders).
+        let chunk = unsafe { chunk_at(&self.dir, c) };
+        (0..k)
+            // SAFETY: as above; the writer reads its own writes.
+            .map(|s| unsafe { chunk.read(s) }.payload.len() + std::mem::size_of::<Entry>())
+            .sum()
+    }
+    /// Entries `[from, to)` as a batch that holds their chunks (see
+    /// [`Batch`]). Writer only.
+    pub(crate) fn batch(&self, from: usize, to: usize) -> Batch {
+        debug_assert!(from <= to && to <= self.writer_len());
+        if from == to {
+            return Batch::empty();
+        }
+        let g = self.skip + from;
+        let chunks = (g / CHUNK..(self.skip + to).div_ceil(CHUNK))
+            .map(|c| {
+                let p = self.writer_dir(c);
+                // SAFETY: as in `carry`; the batch owns the increment.
+                unsafe {
+                    Arc::increment_strong_count(p);
+                    Arc::from_raw(p)
+                }
+            })
+            .collect();
+        Batch {
+            chunks,
+            skip: g % CHUNK,
+            len: to - from,
         }
     }
 
@@ -148,18 +462,32 @@ impl Segment {
     }
 
     /// What a free does under loom (the memory itself is kept until the
-    /// model ends): writes the length and every initialised slot through
-    /// loom's cells, so that loom reports any read of this segment that is
-    /// not ordered before the free.
+    /// model ends): writes the length, every directory entry and every
+    /// slot of the chunks only this segment holds through loom's cells, so
+    /// that loom reports any read of this segment that is not ordered before
+    /// the free.
     #[cfg(loom)]
     pub(crate) fn poison(&mut self) {
-        let n = exclusive_usize(&mut self.len);
-        for slot in &self.slots[..n] {
-            slot.with_mut(|_| ());
+        let _ = exclusive_usize(&mut self.len);
+        for entry in self.dir.iter() {
+            let p = entry.with_mut(|p| unsafe { *p });
+            if p.is_null() {
+                continue;
+            }
+            // SAFETY: a set entry holds a live chunk (this segment's
+            // reference). Only segments and batches hold chunks, and nobody
+            // can clone this (unpublished) segment's references any more, so
+            // a count of 1 stays 1.
+            let chunk = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(p) });
+            if Arc::strong_count(&chunk) == 1 {
+                for slot in &chunk.0 {
+                    slot.with_mut(|_| ());
+                }
+            }
         }
     }
 
-    /// The log position (entry number) of slot 0.
+    /// The log position (entry number) of entry 0.
     pub(crate) fn start(&self) -> u64 {
         self.start
     }
@@ -169,42 +497,46 @@ impl Segment {
         self.base
     }
 
+    /// Entries this segment has room for (a push beyond it hands the entry
+    /// back).
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.dir.len() * CHUNK - self.skip
     }
 
-    /// The number of initialised slots. Acquire: pairs with the Release store
-    /// in [`Segment::push`], so slots below the result may be read.
+    /// The number of written entries. Acquire: pairs with the Release store
+    /// in [`Segment::push`], so entries below the result may be read.
     pub(crate) fn published_len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
 
-    /// The number of initialised slots as the writer knows it. Relaxed: only
+    /// The number of written entries as the writer knows it. Relaxed: only
     /// the writer stores `len`, and it reads its own store.
     pub(crate) fn writer_len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// Slot `i`, which must be below a length returned by
+    /// Entry `i`, which must be below a length returned by
     /// [`Segment::published_len`] (or [`Segment::writer_len`] on the writer).
     pub(crate) fn get(&self, i: usize) -> &Entry {
         // Relaxed: the bound only checks `i`; the caller's own Acquire load
         // (or store) of a length above `i` is what orders the slot read.
         Slots {
-            seg: self,
+            dir: &self.dir,
+            skip: self.skip,
             len: self.len.load(Ordering::Relaxed),
         }
         .get(i)
     }
 
-    /// A reader's view of the first `min(published_len, limit)` slots: the
+    /// A reader's view of the first `min(published_len, limit)` entries: the
     /// published length is loaded once (Acquire, via
     /// [`Segment::published_len`]), so reading an entry afterwards costs a
     /// bounds compare, not an atomic load of the `len` cache line the writer
     /// stores to on every append.
     pub(crate) fn published(&self, limit: usize) -> Slots<'_> {
         Slots {
-            seg: self,
+            dir: &self.dir,
+            skip: self.skip,
             len: self.published_len().min(limit),
         }
     }
@@ -217,20 +549,39 @@ impl Segment {
     /// writer), and never after the segment has been retired.
     pub(crate) unsafe fn push(&self, entry: Entry) -> Result<(), Entry> {
         let n = self.len.load(Ordering::Relaxed);
-        if n == self.slots.len() {
+        let g = self.skip + n;
+        let (c, k) = (g / CHUNK, g % CHUNK);
+        if c == self.dir.len() {
             return Err(entry);
         }
         debug_assert!(n == 0 || self.get(n - 1).offset < entry.offset);
         debug_assert!(self.base < entry.offset || (self.start == 0 && n == 0));
-        self.slots[n].with_mut(|p| {
-            // SAFETY: slot `n` is at the published length, so no reader reads
-            // it (they read below `len` only) and, by the caller's contract,
-            // no other writer touches it; it is uninitialised, so nothing is
-            // overwritten without a drop.
-            unsafe { (*p).write(entry) };
+        if k == 0 {
+            // The entry starts a chunk, which no segment holds yet: set the
+            // directory entry. No reader reads it before `len` passes it.
+            let p = Arc::into_raw(Chunk::new());
+            self.dir[c].with_mut(|q| {
+                // SAFETY: writer only (the caller's contract), and no reader
+                // reads entry `c` before the Release store below.
+                unsafe {
+                    debug_assert!((*q).is_null());
+                    *q = p;
+                }
+            });
+        }
+        // SAFETY: entry `c` is set (above, or it holds entries below `n` or
+        // the partly written chunk `carry` took over).
+        let chunk = unsafe { chunk_at(&self.dir, c) };
+        chunk.0[k].with_mut(|p| {
+            // SAFETY: slot `k` is past every length published through this
+            // segment or any segment that shares the chunk (sharing
+            // invariant), so no reader reads it, and by the caller's
+            // contract no other writer touches it. It holds a placeholder,
+            // whose drop frees nothing.
+            unsafe { *p = entry };
         });
-        // Release: publishes the slot just written; pairs with the Acquire
-        // load in `published_len`.
+        // Release: publishes the slot (and directory entry) just written;
+        // pairs with the Acquire load in `published_len`.
         #[cfg(not(loom))]
         let release = Ordering::Release;
         #[cfg(loom)]
@@ -239,34 +590,42 @@ impl Segment {
         Ok(())
     }
 
-    /// Bytes this segment keeps alive: its slot array plus the payloads of
-    /// its entries (payloads may be shared with the segment that replaced
-    /// it, so this is an upper bound).
-    pub(crate) fn footprint(&self) -> usize {
+    /// Bytes that freeing this segment releases, if the segment that
+    /// replaced it holds its chunks from directory entry `kept` on (0 when
+    /// it holds none of them: `dir` length): its directory, plus each chunk
+    /// below `kept` with the payloads of its written entries. An estimate:
+    /// a chunk also held by an older retired segment is freed with the last
+    /// of them.
+    pub(crate) fn footprint(&self, kept: usize) -> usize {
         let n = self.writer_len();
+        let owned = kept.min(self.dir.len()).min(chunks_for(self.skip, n));
+        let slots = (owned * CHUNK).saturating_sub(self.skip).min(n);
         std::mem::size_of::<Self>()
-            + self.slots.len() * std::mem::size_of::<Entry>()
-            + (0..n).map(|i| self.get(i).payload.len()).sum::<usize>()
+            + self.dir.len() * std::mem::size_of::<DirEntry>()
+            + owned * std::mem::size_of::<Chunk>()
+            + (0..slots).map(|i| self.get(i).payload.len()).sum::<usize>()
     }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
         // A failing loom model unwinds through here; loom would report the
-        // exclusive accesses below again, and a panic while unwinding aborts
-        // the test process. Leak the entries instead.
+        // accesses below again, and a panic while unwinding aborts the test
+        // process. Leak the chunks instead.
         #[cfg(loom)]
         if std::thread::panicking() {
             return;
         }
-        let n = exclusive_usize(&mut self.len);
-        for slot in &self.slots[..n] {
-            slot.with_mut(|p| {
-                // SAFETY: slots below `len` are initialised (slot
-                // initialisation invariant) and `&mut self` means no reader
-                // holds the segment any more.
-                unsafe { (*p).assume_init_drop() }
+        for entry in self.dir.iter() {
+            let p = entry.with_mut(|p| {
+                // SAFETY: `&mut self`: no reader holds the segment any more.
+                unsafe { *p }
             });
+            if !p.is_null() {
+                // SAFETY: `p` came from `Arc::into_raw`, and this segment
+                // owns one reference, released once here.
+                drop(unsafe { Arc::from_raw(p) });
+            }
         }
     }
 }
@@ -279,17 +638,29 @@ mod tests {
         Entry::new(LogOffset::new(tx, op), format!("{tx}.{op}"))
     }
 
+    /// Pushes entries `(i, 0)` for `i` in `range`.
+    fn fill(s: &Segment, range: Range<u64>) {
+        for i in range {
+            // SAFETY: single-threaded test; this is the only writer.
+            unsafe { s.push(e(i, 0)) }.expect("room");
+        }
+    }
+
+    fn all(s: &Segment) -> Vec<Entry> {
+        let v = s.published(usize::MAX);
+        v.iter(0..s.published_len()).cloned().collect()
+    }
+
     #[test]
     fn push_until_full_then_hands_back() {
         let s = Segment::new(0, LogOffset::ZERO, 3);
-        for i in 1..=3 {
-            // SAFETY: single-threaded test; this is the only writer.
-            assert!(unsafe { s.push(e(i, 0)) }.is_ok());
-        }
+        assert_eq!(s.capacity(), CHUNK, "capacity rounds up to a chunk");
+        fill(&s, 1..CHUNK as u64 + 1);
+        let extra = e(CHUNK as u64 + 1, 0);
         // SAFETY: as above.
-        let back = unsafe { s.push(e(4, 0)) }.expect_err("full segment must refuse");
-        assert_eq!(back, e(4, 0));
-        assert_eq!(s.published_len(), 3);
+        let back = unsafe { s.push(extra.clone()) }.expect_err("full segment must refuse");
+        assert_eq!(back, extra);
+        assert_eq!(s.published_len(), CHUNK);
         assert_eq!(s.get(2), &e(3, 0));
     }
 
@@ -310,16 +681,123 @@ mod tests {
     }
 
     #[test]
-    fn drop_releases_payloads() {
+    fn iter_crosses_chunks_in_order() {
+        let s = Segment::new(0, LogOffset::ZERO, 3 * CHUNK);
+        let n = 2 * CHUNK as u64 + 5;
+        fill(&s, 1..n + 1);
+        let v = s.published(usize::MAX);
+        for (lo, hi) in [(0, 0), (0, 1), (3, CHUNK + 2), (CHUNK, 2 * CHUNK + 5)] {
+            let got: Vec<u64> = v.iter(lo..hi).map(|x| x.offset.tx).collect();
+            let want: Vec<u64> = (lo as u64 + 1..hi as u64 + 1).collect();
+            assert_eq!(got, want, "range {lo}..{hi}");
+            assert_eq!(v.iter(lo..hi).len(), hi - lo);
+        }
+    }
+
+    /// A trim's carry shares the chunks, starts mid-chunk, and leaves what
+    /// the old segment shows unchanged while the new one grows the shared
+    /// chunk and adds more.
+    #[test]
+    fn carry_shares_chunks_without_copying() {
+        let old = Segment::new(0, LogOffset::ZERO, CHUNK);
+        fill(&old, 1..CHUNK as u64 / 2 + 1);
+        let kept_from = 3;
+        let (new, kept) = old.carry(kept_from, 3, LogOffset::new(3, 0), CHUNK, usize::MAX);
+        assert_eq!(kept, 0, "the new segment holds the first chunk");
+        assert!(
+            std::ptr::eq(old.get(kept_from), new.get(0)),
+            "the entry is shared, not copied"
+        );
+        let before = all(&old);
+        fill(&new, CHUNK as u64 / 2 + 1..2 * CHUNK as u64 + 1);
+        assert_eq!(all(&old), before, "the old segment's view never changes");
+        let got: Vec<u64> = all(&new).iter().map(|x| x.offset.tx).collect();
+        assert_eq!(got, (4..2 * CHUNK as u64 + 1).collect::<Vec<_>>());
+        // Growth: a carry of everything, then pushes into fresh chunks.
+        let (grown, _) = new.carry(0, new.start(), new.base(), 4 * new.capacity(), usize::MAX);
+        let n = new.writer_len();
+        fill(&grown, 2 * CHUNK as u64 + 1..3 * CHUNK as u64 + 1);
+        assert_eq!(all(&grown)[..n], all(&new)[..]);
+        drop(old);
+        drop(new);
+        assert_eq!(
+            grown.get(0).offset,
+            LogOffset::new(4, 0),
+            "chunks outlive the old segments"
+        );
+    }
+
+    #[test]
+    fn batch_outlives_its_segment() {
+        let s = Segment::new(0, LogOffset::ZERO, 2 * CHUNK);
+        fill(&s, 1..CHUNK as u64 + 11);
+        let b = s.batch(CHUNK - 2, CHUNK + 3);
+        drop(s);
+        let got: Vec<u64> = b.iter().map(|x| x.offset.tx).collect();
+        assert_eq!(
+            got,
+            (CHUNK as u64 - 1..CHUNK as u64 + 4).collect::<Vec<_>>()
+        );
+        assert_eq!(b.len(), 5);
+        assert_eq!(b.last().map(|x| x.offset.tx), Some(CHUNK as u64 + 3));
+        assert_eq!(Segment::new(0, LogOffset::ZERO, 1).batch(0, 0).len(), 0);
+    }
+
+    #[test]
+    fn drop_releases_payloads_with_the_last_holder() {
         let payload = bytes::Bytes::from(vec![7u8; 100]);
         let s = Segment::new(0, LogOffset::ZERO, 4);
         // SAFETY: single-threaded test; this is the only writer.
         unsafe { s.push(Entry::new(LogOffset::new(1, 0), payload.clone())) }.expect("room");
-        assert!(!payload.is_unique());
+        let (trimmed, _) = s.carry(0, 0, LogOffset::ZERO, 4, usize::MAX);
         drop(s);
+        assert!(!payload.is_unique(), "the trimmed segment still holds it");
+        drop(trimmed);
         assert!(
             payload.is_unique(),
-            "dropping the segment must drop its entries"
+            "dropping the last segment must drop its entries"
+        );
+    }
+
+    #[test]
+    fn footprint_counts_only_chunks_left_behind() {
+        let s = Segment::new(0, LogOffset::ZERO, 2 * CHUNK);
+        fill(&s, 1..CHUNK as u64 + 2);
+        let shell = std::mem::size_of::<Segment>() + 2 * std::mem::size_of::<DirEntry>();
+        assert_eq!(s.footprint(0), shell, "a growth frees only the directory");
+        let one = shell + std::mem::size_of::<Chunk>();
+        let payloads: usize = (0..CHUNK).map(|i| s.get(i).payload.len()).sum();
+        assert_eq!(s.footprint(1), one + payloads);
+        assert!(s.footprint(usize::MAX) > s.footprint(1));
+    }
+
+    /// A trim that would keep a chunk whose trimmed (invisible) slots hold
+    /// more than the budget copies its kept part instead, so the trimmed
+    /// payloads are freed with the old segment; with nothing to keep it
+    /// shares nothing.
+    #[test]
+    fn carry_copies_a_chunk_whose_trimmed_part_is_over_budget() {
+        let big = bytes::Bytes::from(vec![1u8; 4096]);
+        let old = Segment::new(0, LogOffset::ZERO, CHUNK);
+        // SAFETY: single-threaded test; this is the only writer.
+        unsafe { old.push(Entry::new(LogOffset::new(1, 0), big.clone())) }.expect("room");
+        fill(&old, 2..5);
+        let (new, kept) = old.carry(1, 1, LogOffset::new(1, 0), CHUNK, 1024);
+        assert_eq!(kept, 1, "the first chunk is not held");
+        assert!(!std::ptr::eq(old.get(1), new.get(0)), "copied");
+        assert_eq!(all(&new), all(&old)[1..]);
+        drop(old);
+        assert!(
+            big.is_unique(),
+            "the trimmed payload went with the old segment"
+        );
+        let (shared, kept) = new.carry(1, 2, LogOffset::new(2, 0), CHUNK, 1024);
+        assert_eq!(kept, 0, "a small trimmed part is shared");
+        assert!(std::ptr::eq(new.get(1), shared.get(0)));
+        let (empty, kept) = new.carry(new.writer_len(), 4, LogOffset::new(4, 0), CHUNK, 1024);
+        assert_eq!(
+            (kept, empty.writer_len(), empty.capacity()),
+            (usize::MAX, 0, CHUNK)
         );
     }
 }

@@ -53,14 +53,18 @@ pub struct Config {
     /// [`ShapeWriter::tick`] flushes pending data this long after the last
     /// flush (default 1 s).
     pub flush_interval: Duration,
-    /// Slots in a fresh in-memory segment (default 64; segments double when
-    /// full).
+    /// Entries a fresh in-memory segment has room for before it grows
+    /// (default 64). Memory comes in chunks of 64 entry slots (3 KiB), so
+    /// this rounds up to whole chunks; a segment grows by adding chunks
+    /// (its directory of chunks doubles, no entry is copied).
     pub segment_capacity: usize,
     /// After a flush, keep the newest durable entries in memory while their
     /// payloads plus about 48 bytes of slot each add up to at most this many
     /// bytes (default 16 KiB; 0 keeps none). Readers tailing a shape then
     /// read its last entries from memory instead of from disk. The cost is
-    /// at most this much memory per shape that has flushed.
+    /// at most this much memory per shape that has flushed, plus the rest
+    /// of the chunk the oldest kept entry sits in (a chunk whose trimmed
+    /// part holds more than this is copied rather than kept).
     pub retain_bytes: usize,
     /// One sparse index point per this many bytes of log (default 10 MiB).
     pub index_interval: u64,

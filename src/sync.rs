@@ -39,16 +39,12 @@ use crossbeam_epoch::LocalHandle;
 use std::cell::Cell;
 use std::sync::Arc;
 
-/// Reads an atomic the caller owns exclusively (`&mut`): no ordering needed.
+/// Reads an atomic the caller owns exclusively (`&mut`) through loom's
+/// cell, so loom checks it against every other access (a freed segment's
+/// poisoning).
+#[cfg(loom)]
 pub(crate) fn exclusive_usize(a: &mut AtomicUsize) -> usize {
-    #[cfg(not(loom))]
-    {
-        *a.get_mut()
-    }
-    #[cfg(loom)]
-    {
-        a.with_mut(|v| *v)
-    }
+    a.with_mut(|v| *v)
 }
 
 /// Locks a mutex, recovering the data if a previous holder panicked: every

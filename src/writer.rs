@@ -123,7 +123,7 @@ impl ShapeWriter {
         let durable = token.take_over(
             durable,
             inner.config.segment_capacity,
-            |missing, commit| slot.log.append(missing, Some(commit)),
+            |missing, commit| slot.log.append(missing.iter(), Some(commit)),
             || slot.log.discard_uncommitted(),
         )?;
         let tracked = inner.tracker.register(&slot.id);

@@ -7,9 +7,11 @@
 //! Writers churn many shapes: append up to `ENTRIES` entries of `PAYLOAD`
 //! bytes, commit, flush (the trim retires the segment), and now and then
 //! terminate (retires it too) and restart. A retired segment holds at most
-//! `SEGMENT_CAPACITY` slots and `ENTRIES` payloads, so its footprint is at
-//! most `SEG_MAX` (generous constants for the fixed parts: a `Segment`
-//! header is well under 256 bytes and an `Entry` slot under 64).
+//! one chunk of `CHUNK_SLOTS` slots (each flush starts the next segment
+//! afresh: no durable tail is kept) and `ENTRIES` payloads, so its
+//! footprint is at most `SEG_MAX` (generous constants for the fixed parts:
+//! a `Segment` header and its directory are well under 256 bytes and an
+//! `Entry` slot under 64).
 //!
 //! Freed memory goes through crossbeam-epoch: a retiring thread queues
 //! deferred frees in a local bag of up to `BAG` (64, crossbeam-epoch's bag
@@ -39,11 +41,15 @@ const PAYLOAD: usize = 256;
 const ENTRIES: u64 = 8;
 const SEGMENT_CAPACITY: usize = 8;
 /// Writer cycles (one shape each) per writer thread in the slow-reader phase.
-const CYCLES: u64 = 2500;
+const CYCLES: u64 = 3500;
 /// Terminate and restart a shape every this many of its cycles.
 const TERMINATE_EVERY: u64 = 5;
 
-const SEG_MAX: u64 = 256 + SEGMENT_CAPACITY as u64 * 64 + ENTRIES * PAYLOAD as u64;
+/// Slots per chunk (the library's chunk size; a segment's memory comes in
+/// chunks).
+const CHUNK_SLOTS: u64 = 64;
+
+const SEG_MAX: u64 = 256 + CHUNK_SLOTS * 64 + ENTRIES * PAYLOAD as u64;
 const BAG: u64 = 64;
 const BAGS_IN_FLIGHT: u64 = 2;
 const BOUND: u64 = WRITERS as u64 * BAGS_IN_FLIGHT * BAG * SEG_MAX;

@@ -20,13 +20,17 @@ use shapebuf::{Config, Entry, LogOffset, ShapeWriter, Store};
 enum Swap {
     /// Flush: persist everything, then trim (swap in a new segment).
     Trim,
-    /// Append past the segment's capacity and commit: swap in a doubled copy.
+    /// Append past the segment's capacity and commit: swap in a segment with
+    /// a directory twice the size (holding the same chunks).
     Grow,
     /// Terminate: flush, then retire the segment (the shape goes dead).
     Terminate,
 }
 
 const CAPACITY: usize = 4;
+/// Entries a segment holds before it grows: `CAPACITY` rounds up to one
+/// chunk of 64 slots.
+const SLOTS: u64 = 64;
 
 fn entry(tx: u64, op: u64) -> Entry {
     Entry::new(LogOffset::new(tx, op), format!("payload {tx}/{op}"))
@@ -67,10 +71,12 @@ fn run(swap: Swap) {
                 Some(w)
             }
             Swap::Grow => {
-                // Slot 4 is taken by the uncommitted (3, 0): one more append
-                // overflows the segment.
-                w.append(LogOffset::new(3, 1), "grow 1").expect("append");
-                w.append(LogOffset::new(3, 2), "grow 2").expect("append");
+                // Slot 4 is taken by the uncommitted (3, 0): filling the
+                // rest, and one more, overflows the segment.
+                for op in 1..=SLOTS - 3 {
+                    w.append(LogOffset::new(3, op), format!("grow {op}"))
+                        .expect("append");
+                }
                 w.commit().expect("commit");
                 Some(w)
             }
@@ -131,11 +137,10 @@ fn run(swap: Swap) {
     // A fresh read sees the post-swap state exactly.
     let mut want = committed.clone();
     if let Swap::Grow = swap {
-        want.extend([
-            Entry::new(LogOffset::new(3, 0), "uncommitted"),
-            Entry::new(LogOffset::new(3, 1), "grow 1"),
-            Entry::new(LogOffset::new(3, 2), "grow 2"),
-        ]);
+        want.push(Entry::new(LogOffset::new(3, 0), "uncommitted"));
+        want.extend(
+            (1..=SLOTS - 3).map(|op| Entry::new(LogOffset::new(3, op), format!("grow {op}"))),
+        );
     }
     let again = store
         .read("shape", LogOffset::ZERO, LogOffset::MAX)

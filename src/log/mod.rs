@@ -217,9 +217,9 @@ impl ShapeLog {
     /// if `commit` is given, a commit record making entries
     /// `[0, commit.0)` committed; then syncs. On success every record is
     /// durable. On failure the log is poisoned.
-    pub(crate) fn append(
+    pub(crate) fn append<'a>(
         &self,
-        entries: &[Entry],
+        entries: impl ExactSizeIterator<Item = &'a Entry> + Clone,
         commit: Option<(u64, LogOffset)>,
     ) -> Result<Durable> {
         let mut w = self.state();
@@ -230,10 +230,9 @@ impl ShapeLog {
             });
         }
         let first = w.durable.entries;
+        let n = entries.len();
         if let Some((c, _)) = commit {
-            debug_assert!(
-                c >= w.durable.committed && c >= first && c <= first + entries.len() as u64
-            );
+            debug_assert!(c >= w.durable.committed && c >= first && c <= first + n as u64);
         }
         // Roll to a new file only when nothing on disk is uncommitted, so the
         // uncommitted tail stays in the last file.
@@ -251,7 +250,7 @@ impl ShapeLog {
         let split = commit.map_or(0, |(c, _)| (c - first) as usize);
         let mut buf = Vec::with_capacity(
             entries
-                .iter()
+                .clone()
                 .map(|e| record::entry_size(e.payload.len()))
                 .sum::<usize>()
                 + 33,
@@ -260,7 +259,7 @@ impl ShapeLog {
         let mut since = w.since_index;
         let mut prev = w.durable.last;
         let mut commit_end = None;
-        for (i, e) in entries.iter().enumerate() {
+        for (i, e) in entries.enumerate() {
             if i == split {
                 if let Some((c, last)) = commit {
                     record::put_commit(&mut buf, c, last);
@@ -280,7 +279,7 @@ impl ShapeLog {
             since += (buf.len() - before) as u64;
             prev = e.offset;
         }
-        if split == entries.len() {
+        if split == n {
             if let Some((c, last)) = commit {
                 record::put_commit(&mut buf, c, last);
                 commit_end = Some(w.end + buf.len() as u64);
@@ -307,7 +306,7 @@ impl ShapeLog {
         if let Some(ce) = commit_end {
             w.commit_end = ce;
         }
-        w.durable.entries = first + entries.len() as u64;
+        w.durable.entries = first + n as u64;
         w.durable.last = prev;
         if let Some((c, last)) = commit {
             w.durable.committed = c;
