@@ -329,11 +329,19 @@ impl WriterToken {
         );
     }
 
-    /// Appends `entry` as entry number `seq` (the writer's running count),
-    /// growing the segment when it is full. Not visible to readers until
-    /// [`WriterToken::commit`].
-    pub(crate) fn append(&mut self, entry: Entry, guard: &Guard) {
-        let Some(seg) = self.current(guard) else {
+    /// Appends `entry` as the next entry, growing the segment when it is
+    /// full. Not visible to readers until [`WriterToken::commit`].
+    ///
+    /// Pins only to grow: the writer is the only thread that retires its
+    /// segments, so it needs no pin to use the current one. (A pin per
+    /// append would also make the writer run the epoch collection every
+    /// 128 appends, and with it the frees of whatever it retired.)
+    pub(crate) fn append(&mut self, entry: Entry) {
+        // SAFETY: the unprotected guard defers nothing here (it is only used
+        // to load the pointer), and the segment it yields is retired only by
+        // this writer, below, after its last use.
+        let unpinned = unsafe { crossbeam_epoch::unprotected() };
+        let Some(seg) = self.current(unpinned) else {
             unreachable!("append before install: ShapeWriter installs a segment when it opens");
         };
         // SAFETY: `self` is the unique writer token of this buffer, and `seg`
@@ -341,6 +349,7 @@ impl WriterToken {
         let Err(entry) = (unsafe { seg.push(entry) }) else {
             return;
         };
+        let guard = &self.buffer.pin();
         // Growth takes the chunks over (no entry is copied) into a directory
         // twice the size.
         let (grown, _) = seg.carry(0, seg.start(), seg.base(), seg.capacity() * 2, usize::MAX);

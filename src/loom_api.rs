@@ -115,8 +115,7 @@ impl Writer {
 
     /// Appends `entry` (growing the segment when full).
     pub fn append(&mut self, entry: Entry) {
-        let guard = self.token.buffer().pin();
-        self.token.append(entry, &guard);
+        self.token.append(entry);
     }
 
     /// Publishes the committed watermark.

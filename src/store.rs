@@ -50,6 +50,14 @@ pub struct Config {
     /// many bytes are pending (default 64 KiB); see
     /// [`Config::flush_threads`].
     pub flush_bytes: usize,
+    /// Back-pressure: while a writer's flush batch is being written,
+    /// `append` goes on until this many more bytes are pending, then waits
+    /// for the batch (default 256 KiB, at least `flush_bytes`). The next
+    /// batch takes everything pending, so a writer that outruns its disk
+    /// gets fewer, bigger syncs (group commit) and waits once per batch,
+    /// not once per `flush_bytes`; this bounds its unflushed memory to
+    /// about twice this.
+    pub max_pending_bytes: usize,
     /// [`ShapeWriter::tick`] flushes pending data this long after the last
     /// flush (default 1 s).
     pub flush_interval: Duration,
@@ -86,6 +94,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             flush_bytes: 64 << 10,
+            max_pending_bytes: 256 << 10,
             flush_interval: Duration::from_secs(1),
             segment_capacity: 64,
             retain_bytes: 16 << 10,
@@ -187,6 +196,7 @@ impl Store {
     ) -> Result<Store> {
         config.max_payload = config.max_payload.min(log::record::MAX_PAYLOAD);
         config.segment_capacity = config.segment_capacity.max(1);
+        config.max_pending_bytes = config.max_pending_bytes.max(config.flush_bytes);
         let top = dir.as_ref();
         let dir = top.join("shapes");
         fs.create_dir_all(&dir)

@@ -14,8 +14,9 @@
 //!   flusher threads (`flusher.rs`), which write and sync it while the
 //!   writer goes on; the writer's next call that finds it durable publishes
 //!   `persisted` and trims, so only the writer swaps segments. At most one
-//!   batch is in flight; with two batches' worth pending, `append` waits for
-//!   it (back-pressure). `flush`, `terminate` and the drop wait for it
+//!   batch is in flight; with `Config::max_pending_bytes` pending besides
+//!   it, `append` waits for it (back-pressure), and the next batch takes
+//!   everything pending (group commit). `flush`, `terminate` and the drop wait for it
 //!   first. A failed batch poisons the writer at the call that finds it; if
 //!   the writer was dropped first, the drop logs it and the next writer
 //!   heals the log and rewrites what was committed (the segment was never
@@ -166,7 +167,9 @@ impl ShapeWriter {
     /// until [`ShapeWriter::commit`]. May hand a flush batch to the store's
     /// flusher threads (see
     /// [`Config::flush_bytes`](crate::Config::flush_bytes)), complete one
-    /// they finished, or wait for one when two batches' worth is pending.
+    /// they finished, or wait for one when
+    /// [`Config::max_pending_bytes`](crate::Config::max_pending_bytes) more
+    /// are pending.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -209,16 +212,15 @@ impl ShapeWriter {
             self.torn = None;
         }
         self.pending_bytes += payload.len() + 25;
-        let guard = self.token.buffer().pin();
-        self.token.append(Entry { offset, payload }, &guard);
-        drop(guard);
+        self.token.append(Entry { offset, payload });
         self.appended += 1;
         self.last = offset;
         let flush_bytes = self.inner.config.flush_bytes;
         if self.pending_bytes >= flush_bytes {
-            // Back-pressure: a writer more than a batch ahead of its disk
-            // waits for the batch in flight.
-            if self.in_flight.is_some() && self.pending_bytes >= flush_bytes.saturating_mul(2) {
+            // Back-pressure: a writer `max_pending_bytes` ahead of the batch
+            // in flight waits for it, then hands over all it has.
+            if self.in_flight.is_some() && self.pending_bytes >= self.inner.config.max_pending_bytes
+            {
                 self.settle(true)?;
             }
             if self.in_flight.is_none() {

@@ -103,3 +103,56 @@ fn appends_and_reads_go_on_while_a_flush_batch_syncs() {
         .expect("read");
     assert_eq!(all.entries.len(), 10);
 }
+
+/// Back-pressure: with the batch's sync held, the writer appends until
+/// `max_pending_bytes` more are pending, and the append that reaches it
+/// waits for the batch; once the sync returns it completes the batch and
+/// hands over everything pending as the next one. Without back-pressure a
+/// writer that outruns its disk would buffer without bound, and this test
+/// fails at "waited for the held batch".
+#[test]
+fn an_append_past_max_pending_bytes_waits_for_the_batch_in_flight() {
+    let fs = SimFs::new();
+    let cfg = Config {
+        flush_bytes: 100,
+        max_pending_bytes: 200,
+        retain_bytes: 0,
+        ..Config::default()
+    };
+    let store = Store::open_with_fs("/db", cfg, Arc::new(fs.clone())).expect("open");
+    let mut w = store.writer("s").expect("writer");
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    fs.before_op(Op::Sync, 0, move || {
+        entered_tx.send(()).expect("test waits");
+        release_rx
+            .recv_timeout(LONG)
+            .expect("test releases the sync");
+    });
+    let (done_tx, done_rx) = mpsc::channel::<u64>();
+    let writer = std::thread::spawn(move || {
+        // 65 bytes an entry: tx 2 hands the batch over (130 >= 100); tx 3-5
+        // add 195 < 200; tx 6 reaches 260 >= 200 and waits.
+        for tx in 1..=6 {
+            w.append(o(tx), vec![b'x'; 40]).expect("append");
+            w.commit().expect("commit");
+            done_tx.send(tx).expect("test listens");
+        }
+        w
+    });
+    entered_rx
+        .recv_timeout(LONG)
+        .expect("a flusher thread is inside sync_data");
+    for tx in 1..=5 {
+        assert_eq!(done_rx.recv_timeout(LONG), Ok(tx), "under the limit");
+    }
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the append past max_pending_bytes waited for the held batch"
+    );
+    release_tx.send(()).expect("hook waits");
+    assert_eq!(done_rx.recv_timeout(LONG), Ok(6), "it goes on once durable");
+    let mut w = writer.join().expect("writer thread");
+    let f = w.flush().expect("flush");
+    assert_eq!(f.committed, o(6));
+}

@@ -193,6 +193,8 @@ impl Machine {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = Config {
             flush_bytes: s.flush_bytes,
+            // Back-pressure within a few appends, so runs reach it.
+            max_pending_bytes: 2 * s.flush_bytes,
             flush_interval: if s.tick_flushes {
                 Duration::ZERO
             } else {
