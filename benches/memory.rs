@@ -9,8 +9,9 @@
 //!    each a fresh `Bytes::from(Vec<u8>)` as a host would hand over; after
 //!    retired segments are collected, `(live after - live before - 100 n) /
 //!    n` is the overhead per entry. `n` runs over sizes just at and just past
-//!    a segment doubling (the segment starts at 64 slots and doubles), so
-//!    the table shows the best and worst case of the doubling.
+//!    a chunk and directory doubling (a segment's slots come in chunks of
+//!    64, and its directory of chunks doubles), so the table shows the best
+//!    and worst case of both.
 //! 2. **Cycles.** 64 shapes on tmpfs; 2 reader threads read random shapes
 //!    in a loop (`visit` of the last entry, from memory while the shape is
 //!    live, from disk while it is dead); the main thread runs cycles of
@@ -114,7 +115,8 @@ fn settle(store: &Store) {
 
 fn per_entry() {
     println!("bytes per buffered entry beyond the 100-byte payload:");
-    // 64 * 2^k is exactly full; 64 * 2^k + 1 has just doubled.
+    // 64 * 2^k fills whole chunks and a whole directory; 64 * 2^k + 1 has
+    // just started a chunk and doubled the directory.
     let sizes = [
         1_000usize, 4_096, 4_097, 65_536, 65_537, 100_000, 1_048_576, 1_048_577,
     ];
