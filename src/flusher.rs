@@ -24,6 +24,11 @@
 //!   `flush_bytes` has none. With 0 threads, or if a thread cannot be
 //!   spawned and none runs, a job runs on the writer's thread when it is
 //!   handed over (the writer still completes it at its next call).
+//! - After each job a flusher thread runs an epoch collection of the
+//!   store's domain: what writers retire (trimmed chunks and their
+//!   payloads) is then mostly freed here, off the writers' and readers'
+//!   threads (theirs still collect every 128 pins, and `tick` and
+//!   `Store::collect` do).
 //! - They exit when the store's last owner is gone (after the queue is
 //!   empty: every job is waited for by its writer, which keeps the store
 //!   alive).
@@ -35,6 +40,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::log::Durable;
 use crate::registry::Slot;
 use crate::segment::Batch;
+use crate::sync::Epoch;
 use crate::{Error, LogOffset, Result};
 
 /// Locks a std mutex (every critical section here leaves its data
@@ -54,6 +60,8 @@ pub(crate) struct Job {
     pub(crate) pending: Batch,
     pub(crate) commit: Option<(u64, LogOffset)>,
     pub(crate) done: Arc<Done>,
+    /// The store's epoch domain, collected after the job.
+    pub(crate) epoch: Epoch,
 }
 
 impl Job {
@@ -63,6 +71,7 @@ impl Job {
             pending,
             commit,
             done,
+            epoch: _,
         } = self;
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             slot.log.append(pending.iter(), commit)
@@ -198,7 +207,11 @@ fn run(queue: &Queue) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
+        let epoch = job.epoch.clone();
         job.run();
+        // Free what is due (see the module docs). The writer may be
+        // completing the batch meanwhile; this never blocks it.
+        epoch.pin().flush();
     }
 }
 

@@ -115,7 +115,7 @@ pub(crate) struct Inner {
     fs: Arc<dyn Fs>,
     pub(crate) config: Config,
     registry: Registry,
-    epoch: Epoch,
+    pub(crate) epoch: Epoch,
     retired: Arc<RetiredBytes>,
     stems: Mutex<HashSet<String>>,
     pub(crate) tracker: FlushTracker,

@@ -224,7 +224,7 @@ impl ShapeWriter {
                 self.settle(true)?;
             }
             if self.in_flight.is_none() {
-                self.hand_over(Here::No);
+                self.hand_over();
                 // Written already when it ran on this thread
                 // (`Config::flush_threads` 0): complete it, and report a
                 // failure from this call.
@@ -235,11 +235,11 @@ impl ShapeWriter {
     }
 
     /// Takes the entries not yet on disk out of the segment (step 1 of the
-    /// flush protocol) and writes them with the commit point (step 2):
-    /// on this thread (`Here::Yes`, an explicit flush) or on one of the
-    /// store's flusher threads. Either way the writer completes the batch
-    /// in [`ShapeWriter::settle`] (steps 3-4). No batch may be in flight.
-    fn hand_over(&mut self, here: Here) {
+    /// flush protocol) and hands them, with the commit point, to the
+    /// store's flusher threads to write (step 2; on this thread when there
+    /// are none). The writer completes the batch in
+    /// [`ShapeWriter::settle`] (steps 3-4). No batch may be in flight.
+    fn hand_over(&mut self) {
         debug_assert!(self.in_flight.is_none());
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
@@ -250,11 +250,9 @@ impl ShapeWriter {
             pending,
             commit,
             done: Arc::clone(&done),
+            epoch: self.inner.epoch.clone(),
         };
-        match here {
-            Here::Yes => job.run(),
-            Here::No => self.inner.flusher.submit(job),
-        }
+        self.inner.flusher.submit(job);
         self.in_flight = Some(done);
         self.pending_bytes = 0;
         self.last_flush = Instant::now();
@@ -332,8 +330,9 @@ impl ShapeWriter {
             return Ok(self.flushed());
         }
         let _span = info_span!("flush", shape = %display_id(&self.slot.id)).entered();
-        // The same steps as an automatic flush, written on this thread.
-        self.hand_over(Here::Yes);
+        // The same steps as an automatic flush; then wait for the batch.
+        // (A flusher thread writes it, and collects what is due after.)
+        self.hand_over();
         self.settle(true)?;
         Ok(self.flushed())
     }
@@ -395,15 +394,6 @@ impl ShapeWriter {
             committed: self.durable.last_committed,
         }
     }
-}
-
-/// Where [`ShapeWriter::hand_over`] writes a batch.
-#[derive(Clone, Copy)]
-enum Here {
-    /// On the writer's thread (an explicit flush).
-    Yes,
-    /// On one of the store's flusher threads (unless `flush_threads` is 0).
-    No,
 }
 
 /// What a flush made durable.
