@@ -19,6 +19,21 @@ fn o(tx: u64) -> LogOffset {
     LogOffset::new(tx, 0)
 }
 
+/// Makes the next `sync_data` (the first batch's) block until released:
+/// the first channel hears when a thread is inside it, the second
+/// releases it.
+fn hold_first_sync(fs: &SimFs) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    fs.before_op(Op::Sync, 0, move || {
+        entered_tx.send(()).expect("test waits");
+        release_rx
+            .recv_timeout(LONG)
+            .expect("test releases the sync");
+    });
+    (entered_rx, release_tx)
+}
+
 #[test]
 fn appends_and_reads_go_on_while_a_flush_batch_syncs() {
     let fs = SimFs::new();
@@ -32,15 +47,7 @@ fn appends_and_reads_go_on_while_a_flush_batch_syncs() {
     let mut w = store.writer("s").expect("writer");
     let h = store.handle("s").expect("handle");
 
-    // The next sync_data (the first batch's) blocks until released.
-    let (entered_tx, entered_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    fs.before_op(Op::Sync, 0, move || {
-        entered_tx.send(()).expect("test waits");
-        release_rx
-            .recv_timeout(LONG)
-            .expect("test releases the sync");
-    });
+    let (entered_rx, release_tx) = hold_first_sync(&fs);
 
     // The writer runs on its own thread and says when each call returned;
     // if a call waited for the held sync, the test sees no answer.
@@ -121,14 +128,7 @@ fn an_append_past_max_pending_bytes_waits_for_the_batch_in_flight() {
     };
     let store = Store::open_with_fs("/db", cfg, Arc::new(fs.clone())).expect("open");
     let mut w = store.writer("s").expect("writer");
-    let (entered_tx, entered_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    fs.before_op(Op::Sync, 0, move || {
-        entered_tx.send(()).expect("test waits");
-        release_rx
-            .recv_timeout(LONG)
-            .expect("test releases the sync");
-    });
+    let (entered_rx, release_tx) = hold_first_sync(&fs);
     let (done_tx, done_rx) = mpsc::channel::<u64>();
     let writer = std::thread::spawn(move || {
         // 65 bytes an entry: tx 2 hands the batch over (130 >= 100); tx 3-5
