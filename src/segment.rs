@@ -254,14 +254,13 @@ impl ExactSizeIterator for Iter<'_> {}
 /// Entries lent out of a segment (a flush batch): readable on any thread,
 /// with no epoch pin, for as long as the batch lives, because it holds a
 /// reference to each of their chunks (and written slots are never written
-/// again while a chunk lives).
+/// again while a chunk lives). Send + Sync, as `Chunk` is.
 pub(crate) struct Batch {
     chunks: Vec<Arc<Chunk>>,
     skip: usize,
     len: usize,
 }
 
-// The entries are immutable (see above) and `Chunk` is Send + Sync.
 impl Batch {
     /// A batch of no entries.
     pub(crate) fn empty() -> Self {
