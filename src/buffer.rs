@@ -503,11 +503,10 @@ impl WriterToken {
         match self.current(&guard) {
             // Entries below the segment's start are on disk already.
             Some(seg) => {
-                let index = |seq: u64| usize::try_from(seq.max(seg.start()) - seg.start());
-                let (Ok(from), Ok(to)) = (index(from), index(to)) else {
-                    unreachable!("a segment's entries are indexable");
-                };
-                seg.batch(from.min(to), to)
+                // Entry numbers from `start` on index the segment (its
+                // length is a `usize`).
+                let index = |seq: u64| (seq.max(seg.start()) - seg.start()) as usize;
+                seg.batch(index(from).min(index(to)), index(to))
             }
             None => Batch::empty(),
         }

@@ -124,8 +124,8 @@ impl Chunk {
     /// # Safety
     ///
     /// Slot `k` was written before, in a way ordered before this call (the
-    /// published-length protocol, or this thread is the writer), and the
-    /// chunk outlives `'a`.
+    /// published-length protocol, or this thread is the writer), and is not
+    /// written again while the returned reference lives.
     #[inline]
     unsafe fn read(&self, k: usize) -> &Entry {
         // SAFETY: the caller's contract: nothing writes slot `k` while the
@@ -143,7 +143,8 @@ type DirEntry = UnsafeCell<*const Chunk>;
 /// # Safety
 ///
 /// Entry `c` was set (module invariants: below a published length, or by
-/// this thread), and the directory's segment outlives `'a`.
+/// this thread), and the directory's segment outlives the returned
+/// reference.
 #[inline]
 unsafe fn chunk_at(dir: &[DirEntry], c: usize) -> &Chunk {
     let p = dir[c].with(|p| {
@@ -156,6 +157,7 @@ unsafe fn chunk_at(dir: &[DirEntry], c: usize) -> &Chunk {
     // reference.
     unsafe { &*p }
 }
+
 /// The first `len` entries of a segment, every one written: what a reader
 /// may read, fixed once per read.
 #[derive(Clone, Copy)]
@@ -366,8 +368,10 @@ impl Segment {
         debug_assert!(from <= len);
         let n = len - from;
         if n == 0 {
-            let seg = Self::with_dir(start, base, 0, 0, chunks_for(0, capacity.max(1)));
-            return (self.same_faults(seg), usize::MAX);
+            return (
+                self.same_faults(Self::new(start, base, capacity)),
+                usize::MAX,
+            );
         }
         let g = self.skip + from;
         let (first, skip) = (g / CHUNK, g % CHUNK);
@@ -388,12 +392,9 @@ impl Segment {
             seg.dir[0].with_mut(|q| unsafe { *q = Arc::into_raw(fresh) });
         }
         for c in usize::from(copy_first)..used {
-            let p = self.writer_dir(first + c);
-            // SAFETY: `p` came from `Arc::into_raw` and this segment holds a
-            // reference, so the count is at least 1; the new segment owns the
-            // increment.
-            unsafe { Arc::increment_strong_count(p) };
-            // SAFETY: `seg` is not published; only this thread sees it.
+            let p = Arc::into_raw(self.share(first + c));
+            // SAFETY: `seg` is not published; only this thread sees it. It
+            // owns the reference `share` took.
             seg.dir[c].with_mut(|q| unsafe { *q = p });
         }
         (self.same_faults(seg), first + usize::from(copy_first))
@@ -406,13 +407,21 @@ impl Segment {
         seg
     }
 
-    /// Directory entry `c`, set by this thread (the writer).
-    fn writer_dir(&self, c: usize) -> *const Chunk {
-        self.dir[c].with(|p| {
+    /// A new reference to the chunk at directory entry `c`, which this
+    /// thread (the writer) set.
+    fn share(&self, c: usize) -> Arc<Chunk> {
+        let p = self.dir[c].with(|p| {
             // SAFETY: only the writer writes directory entries, and this is
             // the writer.
             unsafe { *p }
-        })
+        });
+        // SAFETY: `p` came from `Arc::into_raw`, and this segment holds a
+        // reference, so the count is at least 1; the increment is the
+        // returned `Arc`'s.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
     }
 
     /// Payload and slot bytes of chunk entry `c`'s slots below `k` (written
@@ -427,6 +436,7 @@ impl Segment {
             .map(|s| unsafe { chunk.read(s) }.payload.len() + std::mem::size_of::<Entry>())
             .sum()
     }
+
     /// Entries `[from, to)` as a batch that holds their chunks (see
     /// [`Batch`]). Writer only.
     pub(crate) fn batch(&self, from: usize, to: usize) -> Batch {
@@ -436,14 +446,7 @@ impl Segment {
         }
         let g = self.skip + from;
         let chunks = (g / CHUNK..(self.skip + to).div_ceil(CHUNK))
-            .map(|c| {
-                let p = self.writer_dir(c);
-                // SAFETY: as in `carry`; the batch owns the increment.
-                unsafe {
-                    Arc::increment_strong_count(p);
-                    Arc::from_raw(p)
-                }
-            })
+            .map(|c| self.share(c))
             .collect();
         Batch {
             chunks,
@@ -469,6 +472,7 @@ impl Segment {
     pub(crate) fn poison(&mut self) {
         let _ = exclusive_usize(&mut self.len);
         for entry in self.dir.iter() {
+            // SAFETY: `&mut self`: nobody else reaches the segment.
             let p = entry.with_mut(|p| unsafe { *p });
             if p.is_null() {
                 continue;
@@ -517,14 +521,19 @@ impl Segment {
     /// Entry `i`, which must be below a length returned by
     /// [`Segment::published_len`] (or [`Segment::writer_len`] on the writer).
     pub(crate) fn get(&self, i: usize) -> &Entry {
-        // Relaxed: the bound only checks `i`; the caller's own Acquire load
-        // (or store) of a length above `i` is what orders the slot read.
+        self.writer_view().get(i)
+    }
+
+    /// Every written entry, for the writer (or a caller that has itself
+    /// synchronised with the lengths it reads below). Relaxed: the bound
+    /// only checks indices; the caller's own Acquire load (or store) of a
+    /// length is what orders the slot reads.
+    fn writer_view(&self) -> Slots<'_> {
         Slots {
             dir: &self.dir,
             skip: self.skip,
             len: self.len.load(Ordering::Relaxed),
         }
-        .get(i)
     }
 
     /// A reader's view of the first `min(published_len, limit)` entries: the
@@ -590,19 +599,22 @@ impl Segment {
     }
 
     /// Bytes that freeing this segment releases, if the segment that
-    /// replaced it holds its chunks from directory entry `kept` on (0 when
-    /// it holds none of them: `dir` length): its directory, plus each chunk
+    /// replaced it holds its chunks from directory entry `kept` on (0: it
+    /// holds them all; `usize::MAX`: none): its directory, plus each chunk
     /// below `kept` with the payloads of its written entries. An estimate:
     /// a chunk also held by an older retired segment is freed with the last
-    /// of them.
+    /// of them. Writer only.
     pub(crate) fn footprint(&self, kept: usize) -> usize {
-        let n = self.writer_len();
-        let owned = kept.min(self.dir.len()).min(chunks_for(self.skip, n));
-        let slots = (owned * CHUNK).saturating_sub(self.skip).min(n);
+        let view = self.writer_view();
+        let owned = kept.min(chunks_for(self.skip, view.len));
+        let entries = (owned * CHUNK).saturating_sub(self.skip).min(view.len);
         std::mem::size_of::<Self>()
             + self.dir.len() * std::mem::size_of::<DirEntry>()
             + owned * std::mem::size_of::<Chunk>()
-            + (0..slots).map(|i| self.get(i).payload.len()).sum::<usize>()
+            + view
+                .iter(0..entries)
+                .map(|e| e.payload.len())
+                .sum::<usize>()
     }
 }
 
