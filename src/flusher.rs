@@ -60,8 +60,6 @@ pub(crate) struct Job {
     pub(crate) pending: Batch,
     pub(crate) commit: Option<(u64, LogOffset)>,
     pub(crate) done: Arc<Done>,
-    /// The store's epoch domain, collected after the job.
-    pub(crate) epoch: Epoch,
 }
 
 impl Job {
@@ -71,7 +69,6 @@ impl Job {
             pending,
             commit,
             done,
-            epoch: _,
         } = self;
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             slot.log.append(pending.iter(), commit)
@@ -144,6 +141,8 @@ struct State {
 /// The store's flusher threads and their queue.
 pub(crate) struct Flusher {
     queue: Arc<Queue>,
+    /// The store's epoch domain, which each thread collects after a job.
+    epoch: Epoch,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// At most this many threads; 0 runs every job on the submitter's
     /// thread.
@@ -151,9 +150,10 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, epoch: Epoch) -> Self {
         Flusher {
             queue: Arc::default(),
+            epoch,
             threads: Mutex::default(),
             max,
         }
@@ -169,10 +169,10 @@ impl Flusher {
         {
             let mut threads = lock(&self.threads);
             if threads.len() < self.max {
-                let queue = Arc::clone(&self.queue);
+                let (queue, epoch) = (Arc::clone(&self.queue), self.epoch.clone());
                 match std::thread::Builder::new()
                     .name("shapebuf-flush".into())
-                    .spawn(move || run(&queue))
+                    .spawn(move || run(&queue, &epoch))
                 {
                     Ok(t) => threads.push(t),
                     Err(e) if threads.is_empty() => {
@@ -190,7 +190,7 @@ impl Flusher {
     }
 }
 
-fn run(queue: &Queue) {
+fn run(queue: &Queue, epoch: &Epoch) {
     loop {
         let job = {
             let mut st = lock(&queue.state);
@@ -207,7 +207,6 @@ fn run(queue: &Queue) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
-        let epoch = job.epoch.clone();
         job.run();
         // Free what is due (see the module docs). The writer may be
         // completing the batch meanwhile; this never blocks it.

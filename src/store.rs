@@ -115,7 +115,7 @@ pub(crate) struct Inner {
     fs: Arc<dyn Fs>,
     pub(crate) config: Config,
     registry: Registry,
-    pub(crate) epoch: Epoch,
+    epoch: Epoch,
     retired: Arc<RetiredBytes>,
     stems: Mutex<HashSet<String>>,
     pub(crate) tracker: FlushTracker,
@@ -214,18 +214,19 @@ impl Store {
                 .map_err(Error::io("sync directory", parent))?;
         }
         let flush_threads = config.flush_threads;
+        let epoch = Epoch::new();
         let inner = Arc::new(Inner {
             _lock: lock,
             dir,
             fs,
             config,
             registry: Registry::new(),
-            epoch: Epoch::new(),
+            flusher: crate::flusher::Flusher::new(flush_threads, epoch.clone()),
+            epoch,
             retired: Arc::default(),
             stems: Mutex::new(HashSet::new()),
             tracker: FlushTracker::new(),
             wake: WakeService::new(),
-            flusher: crate::flusher::Flusher::new(flush_threads),
         });
         let lcfg = inner.log_config();
         let logs = log::list_logs(inner.fs.as_ref(), &inner.dir)?;

@@ -16,8 +16,8 @@
 //!   `persisted` and trims, so only the writer swaps segments. At most one
 //!   batch is in flight; with `Config::max_pending_bytes` pending besides
 //!   it, `append` waits for it (back-pressure), and the next batch takes
-//!   everything pending (group commit). `flush`, `terminate` and the drop wait for it
-//!   first. A failed batch poisons the writer at the call that finds it; if
+//!   everything pending (group commit). `flush`, `terminate` and the drop
+//!   wait for it first. A failed batch poisons the writer at the call that finds it; if
 //!   the writer was dropped first, the drop logs it and the next writer
 //!   heals the log and rewrites what was committed (the segment was never
 //!   trimmed past the failed batch).
@@ -250,7 +250,6 @@ impl ShapeWriter {
             pending,
             commit,
             done: Arc::clone(&done),
-            epoch: self.inner.epoch.clone(),
         };
         self.inner.flusher.submit(job);
         self.in_flight = Some(done);
