@@ -9,9 +9,20 @@
 //! with the same hash (the table uses the low bits for the bucket and the
 //! top 7 for its tag, so the shard bits do not skew it). Adding a shape copies
 //! only its shard (about `n / 4096` entries) under that shard's writer
-//! lock, so publish cost grows with `n / 4096`, not `n`; at 1,000,000
-//! shapes a shard holds ~250 entries (17-20 µs per create). See docs/design.md for the measurements
-//! behind the choice.
+//! lock. A table entry is a plain `(hash, pointer)` pair, so the copy is a
+//! memory copy that touches no slot: no reference count is taken or
+//! dropped per entry (an entry of owned `(Bytes, Arc<Slot>)` pairs made it
+//! two cold cache-line writes per entry, twice; see docs/benchmarks.md,
+//! cause 7).
+//!
+//! # Invariants
+//!
+//! - Every slot a table points to is owned by its shard's `owned` list,
+//!   which only grows and lives as long as the registry; it is pushed there
+//!   before the table pointing to it is published. So an entry's pointer is
+//!   valid for as long as the registry is borrowed.
+//! - A shape's slot is created once: the creator holds the shard's writer
+//!   lock from its second probe to the publish.
 //!
 //! A slot lives as long as its shape is known: terminate does not remove it,
 //! it only empties the slot's buffer (the segment pointer), so a
@@ -25,6 +36,7 @@
 //! a per-shard mutex so no insert is lost between copy and store.
 
 use std::hash::{BuildHasher, RandomState};
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -50,13 +62,83 @@ pub(crate) struct Slot {
     pub(crate) waiters: Waiters,
 }
 
-/// A shard's table: the id is kept inline beside its slot, so a probe
-/// compares ids without first loading the slot (one cache miss fewer).
-type Map = hashbrown::HashTable<(Bytes, Arc<Slot>)>;
+/// A shard's table entry: the slot's hash, a pointer to it (owned by the
+/// shard's `owned` list; see the module invariants) and its id's bytes, kept
+/// inline so a probe compares ids without first loading the slot (one cache
+/// miss fewer). `Copy`, so copying a table touches no slot.
+#[derive(Clone, Copy)]
+struct Entry {
+    hash: u64,
+    slot: NonNull<Slot>,
+    /// `slot.id`'s bytes: a `Bytes` never moves its bytes, and the slot's id
+    /// is never replaced, so this lives as long as the slot.
+    id: NonNull<[u8]>,
+}
+
+impl Entry {
+    fn new(hash: u64, slot: &Slot) -> Self {
+        Entry {
+            hash,
+            slot: NonNull::from(slot),
+            id: NonNull::from(&slot.id[..]),
+        }
+    }
+
+    /// Whether this is the entry of `id` (with hash `hash`).
+    fn is(&self, hash: u64, id: &[u8]) -> bool {
+        // SAFETY: the id's bytes live as long as the slot, which the
+        // registry owning this entry's table keeps alive (module
+        // invariants); the table is borrowed for this call.
+        self.hash == hash && unsafe { self.id.as_ref() } == id
+    }
+
+    /// The slot, for as long as the registry is borrowed.
+    ///
+    /// # Safety
+    ///
+    /// `self` must come from a table of a registry that outlives `'r`.
+    unsafe fn slot<'r>(&self) -> &'r Slot {
+        // SAFETY: the caller's registry owns the slot (module invariants).
+        unsafe { self.slot.as_ref() }
+    }
+}
+
+// SAFETY: an `Entry` is a shared reference to a `Slot` (which is `Send` and
+// `Sync`) that its registry keeps alive; it never gives out `&mut`.
+unsafe impl Send for Entry {}
+// SAFETY: as above.
+unsafe impl Sync for Entry {}
+
+type Map = hashbrown::HashTable<Entry>;
 
 struct Shard {
     map: Published<Map>,
-    writer: Mutex<()>,
+    /// Owns every slot the shard's tables point to, and serialises the
+    /// shard's writers (copy, insert and store happen under it).
+    owned: Mutex<Vec<Arc<Slot>>>,
+}
+
+impl Shard {
+    /// The slot of `id` (with hash `hash`) in the published table.
+    fn find(&self, hash: u64, id: &[u8]) -> Option<&Slot> {
+        self.map
+            .load()
+            .find(hash, |e| e.is(hash, id))
+            // SAFETY: `self` borrows the registry that owns the table.
+            .map(|e| unsafe { e.slot() })
+    }
+}
+
+/// A new owning reference to `slot`, which the registry owns.
+fn share(slot: &Slot) -> Arc<Slot> {
+    let p: *const Slot = slot;
+    // SAFETY: every slot the registry hands out came from an `Arc` in a
+    // shard's `owned` list (module invariants), so `p` is an `Arc`'s
+    // pointer whose strong count is at least 1 while we hold `&Slot`.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Arc::from_raw(p)
+    }
 }
 
 pub(crate) struct Registry {
@@ -70,7 +152,7 @@ impl Registry {
             shards: (0..SHARDS)
                 .map(|_| Shard {
                     map: Published::new(Arc::new(Map::new())),
-                    writer: Mutex::new(()),
+                    owned: Mutex::new(Vec::new()),
                 })
                 .collect(),
             hasher: RandomState::new(),
@@ -89,21 +171,13 @@ impl Registry {
     /// The slot of `id`, if the shape is known.
     pub(crate) fn get(&self, id: &[u8]) -> Option<Arc<Slot>> {
         let hash = self.hash(id);
-        self.shard(hash)
-            .map
-            .load()
-            .find(hash, |(k, _)| k == id)
-            .map(|(_, s)| Arc::clone(s))
+        self.shard(hash).find(hash, id).map(share)
     }
 
     /// Whether `id` is known (no refcount traffic).
     pub(crate) fn contains(&self, id: &[u8]) -> bool {
         let hash = self.hash(id);
-        self.shard(hash)
-            .map
-            .load()
-            .find(hash, |(k, _)| k == id)
-            .is_some()
+        self.shard(hash).find(hash, id).is_some()
     }
 
     /// Returns the slot of `id`, creating it with `make(hash)` if it is
@@ -117,27 +191,31 @@ impl Registry {
     ) -> Result<Arc<Slot>, E> {
         let hash = self.hash(id);
         let shard = self.shard(hash);
-        if let Some((_, s)) = shard.map.load().find(hash, |(k, _)| k == id) {
-            return Ok(Arc::clone(s));
+        if let Some(s) = shard.find(hash, id) {
+            return Ok(share(s));
         }
-        let _w = lock(&shard.writer);
-        let cur = shard.map.load();
-        if let Some((_, s)) = cur.find(hash, |(k, _)| k == id) {
-            return Ok(Arc::clone(s));
+        let mut owned = lock(&shard.owned);
+        if let Some(s) = shard.find(hash, id) {
+            return Ok(share(s));
         }
         let slot = make(hash)?;
         debug_assert_eq!(slot.hash, hash);
-        let mut next = Map::clone(&cur);
-        next.insert_unique(hash, (slot.id.clone(), Arc::clone(&slot)), |(_, s)| s.hash);
+        debug_assert_eq!(&slot.id[..], id);
+        let entry = Entry::new(hash, &slot);
+        // Owned before it is published (module invariants).
+        owned.push(Arc::clone(&slot));
+        let mut next = Map::clone(&shard.map.load());
+        next.insert_unique(hash, entry, |e| e.hash);
         shard.map.store(Arc::new(next));
         Ok(slot)
     }
 
     /// Calls `f` on every slot (a snapshot per shard).
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Slot>)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Slot)) {
         for shard in self.shards.iter() {
-            for (_, slot) in shard.map.load().iter() {
-                f(slot);
+            for e in shard.map.load().iter() {
+                // SAFETY: `self` borrows the registry that owns the table.
+                f(unsafe { e.slot() });
             }
         }
     }
