@@ -52,11 +52,12 @@ pub struct Config {
     pub flush_bytes: usize,
     /// Back-pressure: while a writer's flush batch is being written,
     /// `append` goes on until this many more bytes are pending, then waits
-    /// for the batch (default 256 KiB, at least `flush_bytes`). The next
+    /// for the batch (default 1 MiB, at least `flush_bytes`). The next
     /// batch takes everything pending, so a writer that outruns its disk
     /// gets fewer, bigger syncs (group commit) and waits once per batch,
     /// not once per `flush_bytes`; this bounds its unflushed memory to
-    /// about twice this.
+    /// about twice this. A writer that does not outrun its disk never
+    /// gets near it: it hands over a batch every `flush_bytes`.
     pub max_pending_bytes: usize,
     /// [`ShapeWriter::tick`] flushes pending data this long after the last
     /// flush (default 1 s).
@@ -94,7 +95,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             flush_bytes: 64 << 10,
-            max_pending_bytes: 256 << 10,
+            max_pending_bytes: 1 << 20,
             flush_interval: Duration::from_secs(1),
             segment_capacity: 64,
             retain_bytes: 16 << 10,
