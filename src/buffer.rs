@@ -575,7 +575,7 @@ impl WriterToken {
     /// The faults that [`WriterToken::flush_with`] injects between taking
     /// the entries out and writing them (loom models only).
     #[cfg(loom)]
-    fn inject_before_write(&mut self, to: u64, pending: &Batch, sizing: Sizing) {
+    pub(crate) fn inject_before_write(&mut self, to: u64, pending: &Batch, sizing: Sizing) {
         match (self.buffer.fault, pending.last()) {
             (Fault::TrimBeforeWrite, Some(last)) => {
                 self.publish_persisted(to);

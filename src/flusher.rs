@@ -18,7 +18,9 @@
 //!   wait for the job in flight first (the drop before it releases the
 //!   writer claim, so a successor's take-over never races the append).
 //! - A job's result is stored once, under its mutex, before `ready` is set
-//!   (Release; the writer's Acquire load then sees the result).
+//!   (Release; the writer's Acquire load then sees the result). The job
+//!   and its [`Done`] are the shipping code of loom model 7
+//!   (docs/protocol.md); its threads and queue are not modelled.
 //! - Threads are spawned lazily, up to `Config::flush_threads` ([`THREADS`]
 //!   by default), by the first jobs; a store whose writers never pass
 //!   `flush_bytes` has none. With 0 threads, or if a thread cannot be
@@ -34,29 +36,36 @@
 //!   alive).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 use crate::log::Durable;
 use crate::registry::Slot;
 use crate::segment::Batch;
-use crate::sync::Epoch;
+use crate::sync::{lock, wait, AtomicBool, Condvar, Epoch, Mutex, Ordering};
 use crate::{Error, LogOffset, Result};
-
-/// Locks a std mutex (every critical section here leaves its data
-/// consistent, so poisoning carries no information; as `sync::lock`).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Flusher threads per store by default (`Config::flush_threads`): syncs of
 /// different shapes overlap, up to this many at once.
 pub(crate) const THREADS: usize = 2;
 
+/// Where a job's batch is written: the shape's log (through its [`Slot`]),
+/// or, in the loom models, their in-memory log.
+pub(crate) trait Sink: Send + Sync {
+    /// Appends `pending` and then the commit point; returns once they are
+    /// durable, with what the log now holds.
+    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable>;
+}
+
+impl Sink for Slot {
+    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable> {
+        self.log.append(pending.iter(), commit)
+    }
+}
+
 /// One flush batch: entries of one shape to append to its log, with the
 /// commit point to record after them.
 pub(crate) struct Job {
-    pub(crate) slot: Arc<Slot>,
+    pub(crate) sink: Arc<dyn Sink>,
     pub(crate) pending: Batch,
     pub(crate) commit: Option<(u64, LogOffset)>,
     pub(crate) done: Arc<Done>,
@@ -65,13 +74,13 @@ pub(crate) struct Job {
 impl Job {
     pub(crate) fn run(self) {
         let Job {
-            slot,
+            sink,
             pending,
             commit,
             done,
         } = self;
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            slot.log.append(pending.iter(), commit)
+            sink.append(&pending, commit)
         }))
         .unwrap_or_else(|_| {
             Err(Error::Io {
@@ -85,7 +94,6 @@ impl Job {
 }
 
 /// Where a job's result appears.
-#[derive(Default)]
 pub(crate) struct Done {
     result: Mutex<Option<Result<Durable>>>,
     cond: Condvar,
@@ -95,6 +103,14 @@ pub(crate) struct Done {
 }
 
 impl Done {
+    pub(crate) fn new() -> Self {
+        Done {
+            result: Mutex::new(None),
+            cond: Condvar::new(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
     fn set(&self, out: Result<Durable>) {
         *lock(&self.result) = Some(out);
         // Release: pairs with the Acquire in `try_take`.
@@ -118,10 +134,7 @@ impl Done {
             if let Some(out) = r.take() {
                 return out;
             }
-            r = self
-                .cond
-                .wait(r)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            r = wait(&self.cond, r);
         }
     }
 }
@@ -201,10 +214,7 @@ fn run(queue: &Queue, epoch: &Epoch) {
                 if st.shutdown {
                     return;
                 }
-                st = queue
-                    .cond
-                    .wait(st)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                st = wait(&queue.cond, st);
             }
         };
         job.run();

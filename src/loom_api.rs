@@ -5,7 +5,9 @@
 //! [`Buffer`] (with its own epoch collector, as each crossbeam loom model
 //! builds its own), [`Writer`] its [`WriterToken`], [`Shape::read`] the
 //! reader's `read`, [`Writer::flush`] and [`Writer::take_over`] the
-//! protocols `ShapeWriter` runs. The only model-side piece is [`MemDisk`],
+//! protocols `ShapeWriter` runs, and [`Writer::hand_over`] /
+//! [`Writer::settle`] its automatic flush split around the store flusher's
+//! job ([`FlushJob`], run on a thread of the model's own). The only model-side piece is [`MemDisk`],
 //! the shape's log as a loom-visible in-memory structure.
 //!
 //! A failing twin is the same model with a [`Fault`] injected into the
@@ -17,6 +19,7 @@
 use std::sync::Arc;
 
 use crate::buffer::{Buffer, RetiredBytes, Sizing, WriterToken};
+use crate::flusher::{Done, Job, Sink};
 use crate::log::Durable;
 use crate::reader::{self, Disk};
 use crate::segment::{Batch, Segment};
@@ -142,6 +145,47 @@ impl Writer {
         self.durable = written.expect("the model disk does not fail").0;
     }
 
+    /// `ShapeWriter`'s hand-over of an automatic flush (step 1 of the
+    /// flush protocol, [`WriterToken::take_pending`]): the entries appended
+    /// since this writer's last flush, up to `to`, with the commit point
+    /// `commit`, as the [`FlushJob`] a flusher thread runs against `disk`.
+    /// The writer completes it with [`Writer::settle`].
+    pub fn hand_over(
+        &mut self,
+        disk: &Arc<MemDisk>,
+        to: u64,
+        commit: Option<(u64, LogOffset)>,
+    ) -> (FlushJob, InFlight) {
+        let pending = self.token.take_pending(self.durable.entries, to);
+        self.token.inject_before_write(to, &pending, self.sizing);
+        let done = Arc::new(Done::new());
+        let job = Job {
+            sink: Arc::clone(disk) as Arc<dyn Sink>,
+            pending,
+            commit,
+            done: Arc::clone(&done),
+        };
+        (FlushJob(job), InFlight(done))
+    }
+
+    /// `ShapeWriter::settle`: once the batch in flight is durable (waiting
+    /// for it with `wait`), publishes `persisted` and trims (steps 3 and 4,
+    /// [`WriterToken::complete_flush`]). Returns whether it completed.
+    pub fn settle(&mut self, in_flight: &InFlight, wait: bool) -> bool {
+        let out = if wait {
+            in_flight.0.wait()
+        } else {
+            match in_flight.0.try_take() {
+                Some(out) => out,
+                None => return false,
+            }
+        };
+        let durable = out.expect("the model disk does not fail");
+        self.token.complete_flush(&durable, self.sizing);
+        self.durable = durable;
+        true
+    }
+
     /// The tail of `ShapeWriter::terminate` (after its flush): unpublish and
     /// retire the segment, then hand it to the collector (as production
     /// does once its writer thread has retired 64 KiB: `Epoch::retired`).
@@ -164,6 +208,21 @@ impl Writer {
         self.durable = done.expect("the model disk does not fail");
     }
 }
+
+/// A flush batch handed over by [`Writer::hand_over`]: the store
+/// flusher's job (`flusher::Job`), which the model runs on its own thread.
+pub struct FlushJob(Job);
+
+impl FlushJob {
+    /// Writes the batch and reports the result to its [`InFlight`]
+    /// (`Job::run`, as a flusher thread does).
+    pub fn run(self) {
+        self.0.run();
+    }
+}
+
+/// The writer's side of a batch in flight (`flusher::Done`).
+pub struct InFlight(Arc<Done>);
 
 /// A shape's log as a loom-visible in-memory structure (a loom mutex around
 /// the entries and the commit point, like `ShapeLog`'s own lock around its
@@ -228,6 +287,12 @@ impl MemDisk {
         let keep = s.committed as usize;
         s.entries.truncate(keep);
         Ok(Self::durable_of(&s))
+    }
+}
+
+impl Sink for MemDisk {
+    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable> {
+        MemDisk::append(self, pending, commit)
     }
 }
 

@@ -24,12 +24,12 @@
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{mpsc, Mutex, MutexGuard};
+pub(crate) use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::{Mutex, MutexGuard};
+pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
 pub(crate) use crossbeam_epoch::{Atomic, Collector, Guard, Owned, Shared};
 
@@ -59,6 +59,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Waits on `cond` with `guard`'s mutex, recovering the data if a holder
+/// panicked (as [`lock`]).
+pub(crate) fn wait<'a, T>(cond: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cond.wait(guard).unwrap_or_else(|e| e.into_inner())
 }
 
 /// A cell for slot data whose synchronisation is provided by an atomic

@@ -50,7 +50,7 @@ use tracing::{debug, info_span};
 
 use crate::buffer::{Sizing, WriterToken};
 use crate::flush_tracker::TrackedShape;
-use crate::flusher::{Done, Job};
+use crate::flusher::{Done, Job, Sink};
 use crate::log::Durable;
 use crate::registry::{display_id, Slot};
 use crate::segment::Entry;
@@ -244,9 +244,9 @@ impl ShapeWriter {
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
         let pending = self.token.take_pending(self.durable.entries, self.appended);
-        let done = Arc::new(Done::default());
+        let done = Arc::new(Done::new());
         let job = Job {
-            slot: Arc::clone(&self.slot),
+            sink: Arc::clone(&self.slot) as Arc<dyn Sink>,
             pending,
             commit,
             done: Arc::clone(&done),
