@@ -168,16 +168,22 @@ impl Registry {
         &self.shards[(hash >> 40) as usize % SHARDS]
     }
 
-    /// The slot of `id`, if the shape is known.
-    pub(crate) fn get(&self, id: &[u8]) -> Option<Arc<Slot>> {
+    /// The slot of `id`, if the shape is known, borrowed from the registry
+    /// (no reference count is touched: readers of one shape share no
+    /// written cache line).
+    pub(crate) fn find(&self, id: &[u8]) -> Option<&Slot> {
         let hash = self.hash(id);
-        self.shard(hash).find(hash, id).map(share)
+        self.shard(hash).find(hash, id)
     }
 
-    /// Whether `id` is known (no refcount traffic).
+    /// The slot of `id`, if the shape is known, as an owning reference.
+    pub(crate) fn get(&self, id: &[u8]) -> Option<Arc<Slot>> {
+        self.find(id).map(share)
+    }
+
+    /// Whether `id` is known.
     pub(crate) fn contains(&self, id: &[u8]) -> bool {
-        let hash = self.hash(id);
-        self.shard(hash).find(hash, id).is_some()
+        self.find(id).is_some()
     }
 
     /// Returns the slot of `id`, creating it with `make(hash)` if it is

@@ -301,7 +301,7 @@ impl Store {
         let slot = self
             .inner
             .registry
-            .get(id)
+            .find(id)
             .ok_or_else(|| Error::UnknownShape(display_id(id)))?;
         reader::read(&slot.buffer, &slot.log, after, upto)
     }
