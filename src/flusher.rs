@@ -65,13 +65,30 @@ impl Sink for Slot {
 /// One flush batch: entries of one shape to append to its log, with the
 /// commit point to record after them.
 pub(crate) struct Job {
-    pub(crate) sink: Arc<dyn Sink>,
-    pub(crate) pending: Batch,
-    pub(crate) commit: Option<(u64, LogOffset)>,
-    pub(crate) done: Arc<Done>,
+    sink: Arc<dyn Sink>,
+    pending: Batch,
+    commit: Option<(u64, LogOffset)>,
+    done: Arc<Done>,
 }
 
 impl Job {
+    /// A job writing `pending` and then `commit` to `sink`, with the
+    /// [`Done`] its writer polls.
+    pub(crate) fn new(
+        sink: Arc<dyn Sink>,
+        pending: Batch,
+        commit: Option<(u64, LogOffset)>,
+    ) -> (Job, Arc<Done>) {
+        let done = Arc::new(Done::new());
+        let job = Job {
+            sink,
+            pending,
+            commit,
+            done: Arc::clone(&done),
+        };
+        (job, done)
+    }
+
     pub(crate) fn run(self) {
         let Job {
             sink,
@@ -103,7 +120,7 @@ pub(crate) struct Done {
 }
 
 impl Done {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Done {
             result: Mutex::new(None),
             cond: Condvar::new(),
@@ -118,8 +135,18 @@ impl Done {
         self.cond.notify_all();
     }
 
+    /// The job's result (taken once): waiting for it with `wait`, else
+    /// only if the job has finished.
+    pub(crate) fn take(&self, wait: bool) -> Option<Result<Durable>> {
+        if wait {
+            Some(self.wait())
+        } else {
+            self.try_take()
+        }
+    }
+
     /// The result if the job has finished (taken once).
-    pub(crate) fn try_take(&self) -> Option<Result<Durable>> {
+    fn try_take(&self) -> Option<Result<Durable>> {
         // Acquire: pairs with the Release in `set`.
         if !self.ready.load(Ordering::Acquire) {
             return None;
@@ -128,7 +155,7 @@ impl Done {
     }
 
     /// Waits for the job's result (taken once).
-    pub(crate) fn wait(&self) -> Result<Durable> {
+    fn wait(&self) -> Result<Durable> {
         let mut r = lock(&self.result);
         loop {
             if let Some(out) = r.take() {

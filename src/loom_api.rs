@@ -7,8 +7,9 @@
 //! reader's `read`, [`Writer::flush`] and [`Writer::take_over`] the
 //! protocols `ShapeWriter` runs, and [`Writer::hand_over`] /
 //! [`Writer::settle`] its automatic flush split around the store flusher's
-//! job ([`FlushJob`], run on a thread of the model's own). The only model-side piece is [`MemDisk`],
-//! the shape's log as a loom-visible in-memory structure.
+//! job ([`FlushJob`], run on a thread of the model's own). The only
+//! model-side piece is [`MemDisk`], the shape's log as a loom-visible
+//! in-memory structure.
 //!
 //! A failing twin is the same model with a [`Fault`] injected into the
 //! buffer: the shipping code then takes the faulty path at one point.
@@ -158,13 +159,7 @@ impl Writer {
     ) -> (FlushJob, InFlight) {
         let pending = self.token.take_pending(self.durable.entries, to);
         self.token.inject_before_write(to, &pending, self.sizing);
-        let done = Arc::new(Done::new());
-        let job = Job {
-            sink: Arc::clone(disk) as Arc<dyn Sink>,
-            pending,
-            commit,
-            done: Arc::clone(&done),
-        };
+        let (job, done) = Job::new(Arc::clone(disk) as Arc<dyn Sink>, pending, commit);
         (FlushJob(job), InFlight(done))
     }
 
@@ -172,13 +167,8 @@ impl Writer {
     /// for it with `wait`), publishes `persisted` and trims (steps 3 and 4,
     /// [`WriterToken::complete_flush`]). Returns whether it completed.
     pub fn settle(&mut self, in_flight: &InFlight, wait: bool) -> bool {
-        let out = if wait {
-            in_flight.0.wait()
-        } else {
-            match in_flight.0.try_take() {
-                Some(out) => out,
-                None => return false,
-            }
+        let Some(out) = in_flight.0.take(wait) else {
+            return false;
         };
         let durable = out.expect("the model disk does not fail");
         self.token.complete_flush(&durable, self.sizing);

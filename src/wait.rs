@@ -126,12 +126,9 @@ use std::task::Waker;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-#[cfg(loom)]
-use loom::sync::{atomic::fence, Condvar};
-#[cfg(not(loom))]
-use std::sync::{atomic::fence, Condvar};
-
-use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, MutexGuard, Ordering};
+use crate::sync::{
+    fence, lock, wait, AtomicBool, AtomicU64, AtomicUsize, Condvar, MutexGuard, Ordering,
+};
 use crate::wake::{Link, WakeService};
 use crate::{sync::Mutex, LogOffset};
 
@@ -355,12 +352,6 @@ impl Slab {
         }
         wakers
     }
-}
-
-fn relock<'a, T>(r: std::sync::LockResult<MutexGuard<'a, T>>) -> MutexGuard<'a, T> {
-    // Every critical section here leaves the state consistent: poisoning
-    // carries no information (as `sync::lock`).
-    r.unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Waiters {
@@ -619,7 +610,7 @@ fn wait_since(watch: &impl Watch, after: LogOffset, timeout: Duration, gen0: u64
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         st = match remaining {
             Some(r) => relock_timeout(shared.cond.wait_timeout(st, r)),
-            None => relock(shared.cond.wait(st)),
+            None => wait(&shared.cond, st),
         };
         st.sleepers -= 1;
     };
@@ -627,6 +618,8 @@ fn wait_since(watch: &impl Watch, after: LogOffset, timeout: Duration, gen0: u64
     out
 }
 
+/// A timed wait's guard, recovering it if a holder panicked (as
+/// [`sync::wait`](crate::sync::wait)).
 fn relock_timeout<'a, T, R>(r: std::sync::LockResult<(MutexGuard<'a, T>, R)>) -> MutexGuard<'a, T> {
     r.unwrap_or_else(std::sync::PoisonError::into_inner).0
 }

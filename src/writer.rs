@@ -17,10 +17,10 @@
 //!   batch is in flight; with `Config::max_pending_bytes` pending besides
 //!   it, `append` waits for it (back-pressure), and the next batch takes
 //!   everything pending (group commit). `flush`, `terminate` and the drop
-//!   wait for it first. A failed batch poisons the writer at the call that finds it; if
-//!   the writer was dropped first, the drop logs it and the next writer
-//!   heals the log and rewrites what was committed (the segment was never
-//!   trimmed past the failed batch).
+//!   wait for it first. A failed batch poisons the writer at the call that
+//!   finds it; if the writer was dropped first, the drop logs it and the
+//!   next writer heals the log and rewrites what was committed (the segment
+//!   was never trimmed past the failed batch).
 //! - A failed write or sync poisons the writer: `persisted` does not move,
 //!   the buffer keeps every entry (readers still see every committed one),
 //!   and every later call fails until a new writer recovers the shape.
@@ -244,13 +244,7 @@ impl ShapeWriter {
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
         let pending = self.token.take_pending(self.durable.entries, self.appended);
-        let done = Arc::new(Done::new());
-        let job = Job {
-            sink: Arc::clone(&self.slot) as Arc<dyn Sink>,
-            pending,
-            commit,
-            done: Arc::clone(&done),
-        };
+        let (job, done) = Job::new(Arc::clone(&self.slot) as Arc<dyn Sink>, pending, commit);
         self.inner.flusher.submit(job);
         self.in_flight = Some(done);
         self.pending_bytes = 0;
@@ -265,13 +259,8 @@ impl ShapeWriter {
         let Some(done) = &self.in_flight else {
             return Ok(());
         };
-        let out = if wait {
-            done.wait()
-        } else {
-            match done.try_take() {
-                Some(out) => out,
-                None => return Ok(()),
-            }
+        let Some(out) = done.take(wait) else {
+            return Ok(());
         };
         self.in_flight = None;
         match out {
