@@ -38,7 +38,8 @@
 //!   whose entries cover `[start, c)`. Loading the pointer first and the
 //!   watermark second would miss entries appended after a growth swap.
 //! - segment pointer: every writer store is Release (publishes the new
-//!   segment's initialised slots and `start`), every reader load Acquire.
+//!   segment's directory, the entries written before the swap and
+//!   `start`), every reader load Acquire.
 //! - `persisted`: Release store after the disk write is synced, Acquire loads
 //!   by observers; the segment swap that relies on it comes later in the
 //!   writer's program order and is itself Release.
@@ -107,9 +108,10 @@ impl RetiredBytes {
         drop(seg);
     }
 
-    /// Under loom a freed segment is *poisoned* instead (every slot and its
-    /// length are written through loom's cells, which loom checks against
-    /// every access not ordered before the free) and kept allocated until the
+    /// Under loom a freed segment is *poisoned* instead (its length, its
+    /// directory and the slots of the chunks only it holds are written
+    /// through loom's cells, which loom checks against every access not
+    /// ordered before the free) and kept allocated until the
     /// model ends: a premature free is then reported by loom as a causality
     /// violation rather than being undefined behaviour in the test process.
     #[cfg(loom)]
@@ -352,12 +354,12 @@ impl WriterToken {
         let guard = &self.buffer.pin();
         // Growth takes the chunks over (no entry is copied) into a directory
         // twice the size.
-        let (grown, _) = seg.carry(0, seg.start(), seg.base(), seg.capacity() * 2, usize::MAX);
+        let (grown, kept) = seg.carry(0, seg.start(), seg.base(), seg.capacity() * 2, usize::MAX);
         // SAFETY: `grown` is not published yet; only this thread sees it.
         let pushed = unsafe { grown.push(entry) };
         debug_assert!(pushed.is_ok(), "a grown segment has room");
         trace!(capacity = grown.capacity(), "segment grown");
-        self.replace(Owned::new(grown), 0, guard);
+        self.replace(Owned::new(grown), kept, guard);
     }
 
     /// Makes entries `[0, committed)` visible to readers.
@@ -411,9 +413,7 @@ impl WriterToken {
         let mut keep_from = durable_end;
         let mut bytes = 0usize;
         while keep_from > 0 {
-            // The slot counts too, so empty payloads cannot pile up.
-            let cost = seg.get(keep_from - 1).payload.len() + std::mem::size_of::<Entry>();
-            bytes = bytes.saturating_add(cost);
+            bytes = bytes.saturating_add(seg.get(keep_from - 1).retained_size());
             if bytes > sizing.retain_bytes {
                 break;
             }
@@ -485,7 +485,6 @@ impl WriterToken {
         write: impl FnOnce(&Batch) -> Result<Durable, E>,
     ) -> Result<(Durable, usize), E> {
         let pending = self.take_pending(from, to);
-        #[cfg(loom)]
         self.inject_before_write(to, &pending, sizing);
         let durable = write(&pending)?;
         self.complete_flush(&durable, sizing);

@@ -84,6 +84,13 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// What keeping this entry in memory costs against
+    /// `Config::retain_bytes`: its payload and its slot (so that empty
+    /// payloads cannot pile up).
+    pub(crate) fn retained_size(&self) -> usize {
+        self.payload.len() + std::mem::size_of::<Entry>()
+    }
+
     /// Builds an entry from anything that converts into [`Bytes`].
     pub fn new(offset: LogOffset, payload: impl Into<Bytes>) -> Self {
         Entry {
@@ -279,18 +286,22 @@ impl Batch {
 
     /// The entries, in order.
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &Entry> + Clone + '_ {
-        (self.skip..self.skip + self.len).map(|g| {
-            // SAFETY: entries `[skip, skip + len)` of the chunks were written
-            // by the writer before it made the batch (and the batch reached
-            // this thread through a synchronising hand-over); they are never
-            // written again while the batch holds their chunks.
-            unsafe { self.chunks[g / CHUNK].read(g % CHUNK) }
-        })
+        (self.skip..self.skip + self.len).map(|g| self.at(g))
     }
 
     /// The last entry, if any.
     pub(crate) fn last(&self) -> Option<&Entry> {
-        self.iter().last()
+        (self.len > 0).then(|| self.at(self.skip + self.len - 1))
+    }
+
+    /// The entry at position `g` of the chunks, in `[skip, skip + len)`.
+    fn at(&self, g: usize) -> &Entry {
+        debug_assert!(g >= self.skip && g < self.skip + self.len);
+        // SAFETY: entries `[skip, skip + len)` of the chunks were written by
+        // the writer before it made the batch (and the batch reached this
+        // thread through a synchronising hand-over); they are never written
+        // again while the batch holds their chunks.
+        unsafe { self.chunks[g / CHUNK].read(g % CHUNK) }
     }
 }
 
@@ -324,7 +335,8 @@ fn chunks_for(skip: usize, slots: usize) -> usize {
 
 impl Segment {
     /// An empty segment whose first entry will be entry number `start`, the
-    /// entry after `base`, with room for `capacity` entries before it grows.
+    /// entry after `base`, with room for `capacity` entries (rounded up to
+    /// whole chunks) before it grows.
     pub(crate) fn new(start: u64, base: LogOffset, capacity: usize) -> Self {
         Self::with_dir(start, base, 0, 0, chunks_for(0, capacity.max(1)))
     }
@@ -335,7 +347,7 @@ impl Segment {
             base,
             skip,
             len: AtomicUsize::new(len),
-            dir: (0..chunks.max(1))
+            dir: (0..chunks)
                 .map(|_| UnsafeCell::new(std::ptr::null()))
                 .collect(),
             #[cfg(loom)]
@@ -433,7 +445,7 @@ impl Segment {
         let chunk = unsafe { chunk_at(&self.dir, c) };
         (0..k)
             // SAFETY: as above; the writer reads its own writes.
-            .map(|s| unsafe { chunk.read(s) }.payload.len() + std::mem::size_of::<Entry>())
+            .map(|s| unsafe { chunk.read(s) }.retained_size())
             .sum()
     }
 
