@@ -9,11 +9,11 @@
 //! with the same hash (the table uses the low bits for the bucket and the
 //! top 7 for its tag, so the shard bits do not skew it). Adding a shape copies
 //! only its shard (about `n / 4096` entries) under that shard's writer
-//! lock. A table entry is a plain `(hash, pointer)` pair, so the copy is a
-//! memory copy that touches no slot: no reference count is taken or
-//! dropped per entry (an entry of owned `(Bytes, Arc<Slot>)` pairs made it
-//! two cold cache-line writes per entry, twice; see docs/benchmarks.md,
-//! cause 7).
+//! lock. A table entry is a plain `(hash, slot pointer, id pointer)`
+//! triple, so the copy is a memory copy that touches no slot: no reference
+//! count is taken or dropped per entry (an entry of owned
+//! `(Bytes, Arc<Slot>)` pairs made it two cold cache-line writes per entry,
+//! twice; see docs/benchmarks.md, cause 7).
 //!
 //! # Invariants
 //!

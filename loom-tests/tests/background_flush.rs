@@ -60,7 +60,8 @@ fn run(name: &'static str, bound: usize, fault: Fault) -> Outcomes {
 }
 
 /// Bound 4 (7,858 executions, under a second); bound 2 never lets the
-/// reader see the trimmed segment.
+/// reader see the trimmed segment, bound 3 (2,166) already reaches every
+/// outcome.
 #[test]
 fn read_vs_background_flush() {
     let seen = run("7 read vs background flush", 4, Fault::None);
@@ -83,5 +84,5 @@ fn read_vs_background_flush() {
 #[test]
 #[should_panic(expected = "disk short")]
 fn twin_trim_at_hand_over() {
-    run("7 twin: trim at hand-over", 4, Fault::TrimBeforeWrite);
+    run("7 twin: trim at hand-over", 3, Fault::TrimBeforeWrite);
 }

@@ -263,3 +263,26 @@ fn twin_trim_keeping_a_tail_before_write() {
     let sc = &TRIM_KEEP_ONE;
     run("1e twin: trim before write", 3, fault, sc, &[ALL]);
 }
+
+/// Twin of 1c: 1b's fault in the whole script; the read of everything that
+/// loads the trimmed segment (start 3, base 2.1) finds the disk short.
+#[test]
+#[should_panic(expected = "disk short")]
+fn twin_all_steps_trim_before_write() {
+    let fault = Fault::TrimBeforeWrite;
+    run("1c twin: trim before write", 3, fault, &ALL_STEPS, &[ALL]);
+}
+
+/// Twin of 1d: 1b's fault with two readers, at 1d's bound.
+#[test]
+#[should_panic(expected = "disk short")]
+fn twin_two_reads_trim_before_write() {
+    let fault = Fault::TrimBeforeWrite;
+    run(
+        "1d twin: trim before write",
+        1,
+        fault,
+        &TRIM,
+        &[ALL, FROM_1_0],
+    );
+}
