@@ -204,8 +204,14 @@ impl<'a> Slots<'a> {
 
     /// The index of the first entry whose offset is above `after` (`len`
     /// when none is).
+    ///
+    /// The last entry is tried first: a tail read's `upto` is at or past
+    /// it, and then one probe replaces a binary search of the segment.
     pub(crate) fn first_after(&self, after: LogOffset) -> usize {
-        let (mut lo, mut hi) = (0, self.len);
+        if self.len == 0 || self.get(self.len - 1).offset <= after {
+            return self.len;
+        }
+        let (mut lo, mut hi) = (0, self.len - 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if self.get(mid).offset <= after {
@@ -700,6 +706,9 @@ mod tests {
         assert_eq!(all.first_after(LogOffset::new(2, 0)), 1);
         assert_eq!(all.first_after(LogOffset::new(2, 5)), 2);
         assert_eq!(all.first_after(LogOffset::new(5, 2)), 4);
+        // Only the last entry is above: found by the search, not the probe.
+        assert_eq!(all.first_after(LogOffset::new(5, 1)), 3);
+        assert_eq!(all.first_after(LogOffset::new(3, 0)), 3);
         assert_eq!(s.published(3).first_after(LogOffset::new(4, 0)), 3);
     }
 
