@@ -41,6 +41,13 @@
 //!   finds its range trimmed and retries at the new head (counted as
 //!   `short_read_retries`), where shapebuf reads the trimmed part from disk.
 //!
+//! Paced groups (`contended_paced_sync`, `contended_paced_nosync`; 4
+//! readers, the targets' count): the writer appends at a fixed
+//! [`PACE`] entries per second, which every structure's writer sustains,
+//! so the structures are compared at equal bytes written and flushed (the
+//! unpaced groups let each writer run flat out, and a faster writer takes
+//! more of the 2 cores from its readers).
+//!
 //! Timing: one criterion iteration = one read by each of the N readers;
 //! throughput is entries read per second across readers. Writer figures
 //! (entries appended per second while the readers ran, per-transaction
@@ -78,6 +85,9 @@ const SHAPE: &str = "contended";
 const READERS: [usize; 4] = [1, 2, 4, 8];
 /// One reader in this many times its read.
 const TIME_EVERY: u64 = 8;
+/// The paced groups' append rate, entries per second: well below the
+/// slowest structure's unpaced writer with 4 readers (~250,000/s).
+const PACE: f64 = 100_000.0;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -578,8 +588,16 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// One criterion call: `iters` reads by each of `readers` threads while the
-/// writer writes. Returns the wall time of the readers.
-fn run(fx: &mut Fixture, readers: usize, mode: Mode, iters: u64, acc: &mut Acc) -> Duration {
+/// writer writes (flat out, or at `pace` entries per second). Returns the
+/// wall time of the readers.
+fn run(
+    fx: &mut Fixture,
+    readers: usize,
+    mode: Mode,
+    pace: Option<f64>,
+    iters: u64,
+    acc: &mut Acc,
+) -> Duration {
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(readers + 2);
     let Fixture {
@@ -613,6 +631,14 @@ fn run(fx: &mut Fixture, readers: usize, mode: Mode, iters: u64, acc: &mut Acc) 
                 head.store(tx, Ordering::Release);
                 appended += TX_ENTRIES;
                 tx += 1;
+                if let Some(rate) = pace {
+                    // Sleeps only while ahead of the schedule, so that an
+                    // oversleep is caught up and the mean rate is `rate`.
+                    let due = start + Duration::from_secs_f64(appended as f64 / rate);
+                    if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(ahead);
+                    }
+                }
             }
             *next_tx = tx;
             (lat, appended, start.elapsed())
@@ -699,14 +725,23 @@ fn summary(group: &str, name: &str, readers: usize, mut acc: Acc) {
         .write(&format!("{group}/{name}/{readers}"));
 }
 
-fn bench_group(c: &mut Criterion, sync: bool) {
-    let group_name = if sync {
-        "contended_sync"
-    } else {
-        "contended_nosync"
+fn bench_group(c: &mut Criterion, sync: bool, pace: Option<f64>) {
+    let group_name = match (sync, pace.is_some()) {
+        (true, false) => "contended_sync",
+        (false, false) => "contended_nosync",
+        (true, true) => "contended_paced_sync",
+        (false, true) => "contended_paced_nosync",
     };
     let mut group = c.benchmark_group(group_name);
-    let kinds: &[Kind] = if sync {
+    let kinds: &[Kind] = if pace.is_some() {
+        &[
+            Kind::Shapebuf,
+            Kind::Floor,
+            Kind::StdRwLock,
+            Kind::PlRwLock,
+            Kind::SkipList,
+        ]
+    } else if sync {
         &[
             Kind::Shapebuf,
             Kind::Floor,
@@ -727,10 +762,15 @@ fn bench_group(c: &mut Criterion, sync: bool) {
             Kind::TreeIndex,
         ]
     };
-    for &n in &READERS {
+    let readers: &[usize] = if pace.is_some() { &[4] } else { &READERS };
+    for &n in readers {
         group.throughput(Throughput::Elements((n * READ_ENTRIES) as u64));
         // The dense-index diagnostic runs at the target's reader count only.
-        let extra: &[Kind] = if n == 4 { &[Kind::ShapebufIdx4k] } else { &[] };
+        let extra: &[Kind] = if n == 4 && pace.is_none() {
+            &[Kind::ShapebufIdx4k]
+        } else {
+            &[]
+        };
         for &kind in kinds.iter().chain(extra) {
             for mode in [Mode::Owned, Mode::Borrow] {
                 let name = kind.name(mode);
@@ -742,10 +782,10 @@ fn bench_group(c: &mut Criterion, sync: bool) {
                             // A fresh never-flushing store per call bounds
                             // its memory.
                             let mut f = fixture(kind, sync);
-                            run(&mut f, n, mode, iters, &mut acc)
+                            run(&mut f, n, mode, pace, iters, &mut acc)
                         } else {
                             let f = fx.get_or_insert_with(|| fixture(kind, sync));
-                            run(f, n, mode, iters, &mut acc)
+                            run(f, n, mode, pace, iters, &mut acc)
                         }
                     })
                 });
@@ -793,16 +833,21 @@ fn read_uncontended(c: &mut Criterion) {
 }
 
 fn contended_sync(c: &mut Criterion) {
-    bench_group(c, true);
+    bench_group(c, true, None);
 }
 
 fn contended_nosync(c: &mut Criterion) {
-    bench_group(c, false);
+    bench_group(c, false, None);
+}
+
+fn contended_paced(c: &mut Criterion) {
+    bench_group(c, true, Some(PACE));
+    bench_group(c, false, Some(PACE));
 }
 
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = read_uncontended, contended_sync, contended_nosync
+    targets = read_uncontended, contended_sync, contended_nosync, contended_paced
 }
 criterion_main!(benches);
