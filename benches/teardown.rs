@@ -15,7 +15,9 @@
 //! shows. The control row says how much: right after each terminate, the
 //! same thread times a fixed piece of work of about the same length that
 //! touches nothing shared ([`control`]); whatever its tail grows by under
-//! the readers is the scheduler's, not the library's. Percentiles over every terminate timed (warm-up included) are in
+//! the readers is the scheduler's, not the library's. A second control
+//! ([`Chase`]) walks 64 cache lines of a private buffer: it also pays for
+//! the caches the other threads refilled while it was switched out. Percentiles over every terminate timed (warm-up included) are in
 //! `target/criterion/shapebuf/teardown/<readers>.json`.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +33,10 @@ const SHAPE: &str = "teardown";
 fn teardown(c: &mut Criterion) {
     let mut g = c.benchmark_group("teardown");
     for readers in [0usize, 8, 64] {
+        // Each untimed flush waits for the flusher thread to get a core
+        // among the spinning readers, so 64 readers fit ~500 terminates a
+        // second: a longer run gives their p99 ~10,000 samples, not ~1,500.
+        g.measurement_time(Duration::from_secs(if readers == 64 { 20 } else { 3 }));
         let dir = common::tmpfs_dir();
         let cfg = Config {
             index_interval: 4 << 10,
@@ -51,6 +57,8 @@ fn teardown(c: &mut Criterion) {
         let stop = AtomicBool::new(false);
         let mut lat: Vec<u64> = Vec::new();
         let mut ctl: Vec<u64> = Vec::new();
+        let mut ctl_mem: Vec<u64> = Vec::new();
+        let chase = Chase::new();
         let mut dead_reads = 0u64;
         std::thread::scope(|s| {
             let threads: Vec<_> = (0..readers)
@@ -96,6 +104,9 @@ fn teardown(c: &mut Criterion) {
                         let t = Instant::now();
                         std::hint::black_box(control());
                         ctl.push(t.elapsed().as_nanos() as u64);
+                        let t = Instant::now();
+                        std::hint::black_box(chase.walk());
+                        ctl_mem.push(t.elapsed().as_nanos() as u64);
                     }
                     total
                 })
@@ -107,8 +118,10 @@ fn teardown(c: &mut Criterion) {
         });
         let p = common::pcts(&mut lat);
         let c = common::pcts(&mut ctl);
+        let cm = common::pcts(&mut ctl_mem);
         Json::default()
             .pcts("control", &c)
+            .pcts("control_mem", &cm)
             .num("readers", readers as f64)
             .num("dead_reads", dead_reads as f64)
             .num("retired_bytes_after", store.retired_bytes() as f64)
@@ -127,6 +140,49 @@ fn control() -> u64 {
         x = std::hint::black_box(x.rotate_left(7) ^ i).wrapping_mul(0x2545_f491_4f6c_dd1d);
     }
     x
+}
+
+/// The memory control: a dependent walk over [`Chase::LINES`] cache lines
+/// of a private buffer, in a fixed shuffled order. Terminate chases about
+/// as many pointers; where [`control`] touches no memory at all, this one
+/// also pays for whatever the other threads evicted from the caches
+/// between two of its runs.
+struct Chase {
+    next: Vec<usize>,
+}
+
+impl Chase {
+    const LINES: usize = 64;
+    /// `usize`s per 64-byte line.
+    const STRIDE: usize = 8;
+
+    fn new() -> Self {
+        let mut order: Vec<usize> = (1..Self::LINES).collect();
+        // A fixed permutation (no hardware prefetcher pattern).
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut next = vec![0; Self::LINES * Self::STRIDE];
+        let mut at = 0;
+        for &line in &order {
+            next[at * Self::STRIDE] = line;
+            at = line;
+        }
+        next[at * Self::STRIDE] = 0;
+        Chase { next }
+    }
+
+    fn walk(&self) -> usize {
+        let mut at = 0;
+        for _ in 0..Self::LINES {
+            at = std::hint::black_box(self.next[at * Self::STRIDE]);
+        }
+        at
+    }
 }
 
 criterion_group! {
