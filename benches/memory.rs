@@ -29,6 +29,12 @@
 //!    to the whole of its shape's small log) and with a 4 KiB interval
 //!    (cheap dead reads; the sparse index then grows by 24 bytes per 4 KiB
 //!    of log, i.e. with the bytes logged, not with the cycles).
+//! 3. **Cycles, one malloc arena.** The default-config cycles again, in a
+//!    child process of this bench started with `MALLOC_ARENA_MAX=1`: glibc
+//!    gives each thread that allocates an arena of its own and keeps freed
+//!    pages in each, so the first run's RSS includes what the reader and
+//!    flusher threads' arenas retain. With one arena, RSS tracks the
+//!    library's live memory plus one arena's free pages.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -299,9 +305,16 @@ fn cycles(label: &str, index_interval: u64) {
     }
 }
 
+/// Set in the child process that runs the one-arena cycles.
+const CHILD: &str = "SHAPEBUF_MEMORY_ONE_ARENA";
+
 fn main() {
     // `cargo bench` passes `--bench` (and any filter); this bench has none.
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::var_os(CHILD).is_some() {
+        cycles("default-arena1", Config::default().index_interval);
         return;
     }
     per_entry();
@@ -313,4 +326,14 @@ fn main() {
         "the same with a 4 KiB index interval (cheap dead reads, 24 B of index per 4 KiB of log):"
     );
     cycles("index4k", 4 << 10);
+    println!(
+        "the default config again, with one malloc arena (MALLOC_ARENA_MAX=1, child process):"
+    );
+    // glibc reads MALLOC_ARENA_MAX when the process starts, hence the child.
+    let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .env(CHILD, "1")
+        .env("MALLOC_ARENA_MAX", "1")
+        .status()
+        .expect("start the one-arena child");
+    assert!(status.success(), "one-arena child: {status}");
 }
