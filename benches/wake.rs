@@ -95,9 +95,7 @@ impl Round {
     /// entry, parks until the last reader returned. Returns (commit-to-last
     /// wake, time inside `commit()`).
     fn run(&self, w: &mut ShapeWriter, h: &ShapeHandle, tx: u64) -> (Duration, Duration) {
-        while h.waiting() < self.readers {
-            std::thread::yield_now();
-        }
+        until_waiting(h, self.readers);
         // Relaxed: reset before the commit that the readers synchronise with.
         self.woken.store(0, Ordering::Relaxed);
         w.append(LogOffset::new(tx, 0), "x").expect("append");
@@ -196,12 +194,17 @@ fn finish(
     join: impl FnOnce() -> Vec<u64>,
 ) {
     let commit = rounds(c, form, n, round, &mut w, h);
-    while h.waiting() < n {
-        std::thread::yield_now();
-    }
+    until_waiting(h, n);
     w.terminate().expect("terminate");
     let wake = join();
     report(&format!("wake/{form}/{n}"), Samples { wake, commit });
+}
+
+/// Yields until `n` readers wait on `h`.
+fn until_waiting(h: &ShapeHandle, n: usize) {
+    while h.waiting() < n {
+        std::thread::yield_now();
+    }
 }
 
 /// `n` blocking readers, one thread each (small stacks).
