@@ -693,6 +693,14 @@ mod tests {
         assert_eq!(s.get(2), &e(3, 0));
     }
 
+    /// `tests/common/mod.rs` mirrors the chunk size (`CHUNK_SLOTS`) for the
+    /// integration tests that count growth and memory: change both.
+    #[test]
+    #[cfg(not(loom))]
+    fn chunk_size_mirrored_in_tests() {
+        assert_eq!(CHUNK, 64);
+    }
+
     #[test]
     fn first_after_binary_searches() {
         let s = Segment::new(10, LogOffset::new(1, 9), 8);

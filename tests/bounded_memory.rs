@@ -7,7 +7,7 @@
 //! Writers churn many shapes: append up to `ENTRIES` entries of `PAYLOAD`
 //! bytes, commit, flush (the trim retires the segment), and now and then
 //! terminate (retires it too) and restart. A retired segment holds at most
-//! one chunk of `CHUNK_SLOTS` slots (each flush starts the next segment
+//! one chunk of `common::CHUNK_SLOTS` slots (each flush starts the next segment
 //! afresh: no durable tail is kept) and `ENTRIES` payloads, so its
 //! footprint is at most `SEG_MAX` (generous constants for the fixed parts:
 //! a `Segment` header and its directory are well under 256 bytes and an
@@ -35,6 +35,8 @@ use std::time::Duration;
 
 use shapebuf::{Config, LogOffset, Store};
 
+mod common;
+
 const WRITERS: usize = 2;
 const SHAPES_PER_WRITER: usize = 16;
 const PAYLOAD: usize = 256;
@@ -45,11 +47,7 @@ const CYCLES: u64 = 3500;
 /// Terminate and restart a shape every this many of its cycles.
 const TERMINATE_EVERY: u64 = 5;
 
-/// Slots per chunk (the library's chunk size; a segment's memory comes in
-/// chunks).
-const CHUNK_SLOTS: u64 = 64;
-
-const SEG_MAX: u64 = 256 + CHUNK_SLOTS * 64 + ENTRIES * PAYLOAD as u64;
+const SEG_MAX: u64 = 256 + common::CHUNK_SLOTS * 64 + ENTRIES * PAYLOAD as u64;
 const BAG: u64 = 64;
 const BAGS_IN_FLIGHT: u64 = 2;
 const BOUND: u64 = WRITERS as u64 * BAGS_IN_FLIGHT * BAG * SEG_MAX;

@@ -15,6 +15,8 @@ use std::thread;
 
 use shapebuf::{Config, Entry, LogOffset, ShapeWriter, Store};
 
+mod common;
+
 /// What the writer does while the reader is inside its visit.
 #[derive(Clone, Copy, Debug)]
 enum Swap {
@@ -29,8 +31,8 @@ enum Swap {
 
 const CAPACITY: usize = 4;
 /// Entries a segment holds before it grows: `CAPACITY` rounds up to one
-/// chunk of 64 slots.
-const SLOTS: u64 = 64;
+/// chunk.
+const SLOTS: u64 = common::CHUNK_SLOTS;
 
 fn entry(tx: u64, op: u64) -> Entry {
     Entry::new(LogOffset::new(tx, op), format!("payload {tx}/{op}"))
