@@ -6,9 +6,10 @@
 //! each; the writer never flushes (`flush_bytes = usize::MAX`; flushing is
 //! measured by the `flush` bench) and the store is on a null file system. The
 //! segment fills 64-slot chunks and its directory of chunks doubles as it
-//! grows, so chunk allocations and growth swaps are included. SkipMap: `insert(offset, payload)`. Both get the same
-//! payload (`Bytes` clones of one shared buffer: a refcount increment). A
-//! fresh store / map per criterion call, built and dropped outside the timing.
+//! grows, so chunk allocations and growth swaps are included. SkipMap:
+//! `insert(offset, payload)`. Both get the same payload (`Bytes` clones of
+//! one shared buffer: a refcount increment). A fresh store / map per
+//! criterion call, built and dropped outside the timing.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

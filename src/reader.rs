@@ -6,8 +6,9 @@
 //! 1. Pin the epoch once.
 //! 2. Load the committed watermark `c`, then the segment `s` (that order:
 //!    see `buffer`'s orderings).
-//! 3. Take the entries numbered `[s.start, c)` in range from `s` by binary
-//!    search and a contiguous scan.
+//! 3. Take the entries numbered `[s.start, c)` in range from `s`: find both
+//!    ends (one probe when the range reaches the last entry, else a binary
+//!    search), then scan a chunk at a time.
 //! 4. Unpin. Never hold a pin across disk I/O.
 //! 5. If the range reaches at or below `s.base`, read entries numbered below
 //!    `min(c, s.start)` from disk: they were durable before `s` was

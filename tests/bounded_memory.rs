@@ -7,8 +7,8 @@
 //! Writers churn many shapes: append up to `ENTRIES` entries of `PAYLOAD`
 //! bytes, commit, flush (the trim retires the segment), and now and then
 //! terminate (retires it too) and restart. A retired segment holds at most
-//! one chunk of `common::CHUNK_SLOTS` slots (each flush starts the next segment
-//! afresh: no durable tail is kept) and `ENTRIES` payloads, so its
+//! one chunk of `common::CHUNK_SLOTS` slots (each flush starts the next
+//! segment afresh: no durable tail is kept) and `ENTRIES` payloads, so its
 //! footprint is at most `SEG_MAX` (generous constants for the fixed parts:
 //! a `Segment` header and its directory are well under 256 bytes and an
 //! `Entry` slot under 64).
