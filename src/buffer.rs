@@ -319,6 +319,19 @@ impl WriterToken {
         unsafe { seg.as_ref() }
     }
 
+    /// The current segment as the writer sees it, with no pin: only this
+    /// writer retires its segments, and it retires one only after its last
+    /// use of it, so the writer needs no pin to use its own (readers do).
+    /// Used where the writer only reads or lends its segment; a pin also
+    /// runs an epoch collection every 128 pins, and with it the frees of
+    /// whatever this thread retired.
+    fn unpinned_current(&self) -> Option<&Segment> {
+        // SAFETY: the unprotected guard is only used to load the pointer (it
+        // defers nothing); the segment stays allocated while the writer
+        // uses it (above), and the result borrows the writer.
+        self.current(unsafe { crossbeam_epoch::unprotected() })
+    }
+
     /// Publishes a new, empty segment starting at entry `start` (whose
     /// predecessor has offset `base`), retiring the current one. All entries
     /// below `start` must be durable and `committed <= start`.
@@ -334,16 +347,10 @@ impl WriterToken {
     /// Appends `entry` as the next entry, growing the segment when it is
     /// full. Not visible to readers until [`WriterToken::commit`].
     ///
-    /// Pins only to grow: the writer is the only thread that retires its
-    /// segments, so it needs no pin to use the current one. (A pin per
-    /// append would also make the writer run the epoch collection every
-    /// 128 appends, and with it the frees of whatever it retired.)
+    /// Pins only to grow (see [`WriterToken::unpinned_current`]); the
+    /// growth retires the old segment after its last use.
     pub(crate) fn append(&mut self, entry: Entry) {
-        // SAFETY: the unprotected guard defers nothing here (it is only used
-        // to load the pointer), and the segment it yields is retired only by
-        // this writer, below, after its last use.
-        let unpinned = unsafe { crossbeam_epoch::unprotected() };
-        let Some(seg) = self.current(unpinned) else {
+        let Some(seg) = self.unpinned_current() else {
             unreachable!("append before install: ShapeWriter installs a segment when it opens");
         };
         // SAFETY: `self` is the unique writer token of this buffer, and `seg`
@@ -464,9 +471,8 @@ impl WriterToken {
     /// 2 ([`WriterToken::take_pending`], the write on its own thread or a
     /// flusher's, then [`WriterToken::complete_flush`]):
     ///
-    /// 1. lend them out under a pin as a [`Batch`] (a reference to each of
-    ///    their chunks, no entry copied), and unpin: no pin is held across
-    ///    disk I/O;
+    /// 1. lend them out as a [`Batch`] (a reference to each of their
+    ///    chunks, no entry copied, no pin): no pin is held across disk I/O;
     /// 2. `write` them; it returns once they are durable, with what the log
     ///    now holds;
     /// 3. publish `persisted`;
@@ -492,14 +498,14 @@ impl WriterToken {
     }
 
     /// Step 1 of the flush protocol (and of the take-over's): lends the
-    /// entries numbered `[from, to)` that the current segment holds out
-    /// under a pin (a [`Batch`] holding their chunks; entries below its
-    /// start are on disk), and unpins. The caller writes them with no pin
-    /// held (on any thread), then calls [`WriterToken::complete_flush`] with
-    /// what the log reported durable.
+    /// entries numbered `[from, to)` that the current segment holds out (a
+    /// [`Batch`] holding their chunks; entries below its start are on
+    /// disk), with no pin (see [`WriterToken::unpinned_current`]): the
+    /// batch's chunk references keep the entries alive after any swap. The
+    /// caller writes them (on any thread), then calls
+    /// [`WriterToken::complete_flush`] with what the log reported durable.
     pub(crate) fn take_pending(&self, from: u64, to: u64) -> Batch {
-        let guard = self.buffer.pin();
-        match self.current(&guard) {
+        match self.unpinned_current() {
             // Entries below the segment's start are on disk already.
             Some(seg) => {
                 // Entry numbers from `start` on index the segment (its
@@ -525,8 +531,9 @@ impl WriterToken {
     /// (`durable`):
     ///
     /// 1. entries a dropped predecessor committed but did not flush are
-    ///    still in its segment: lend them out under a pin, unpin, and
-    ///    `write` them with their commit point (returns once durable);
+    ///    still in its segment (which only this writer retires now): lend
+    ///    them out as a [`Batch`] and `write` them with their commit point
+    ///    (returns once durable);
     /// 2. `discard` the log's uncommitted tail;
     /// 3. publish `persisted`;
     /// 4. install a fresh segment at the durable committed count.
