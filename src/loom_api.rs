@@ -260,18 +260,6 @@ impl MemDisk {
         Self::durable_of(&lock(&self.state))
     }
 
-    /// Appends entries and a commit point; durable on return (the model has
-    /// no separate sync).
-    fn append(&self, entries: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable> {
-        let mut s = lock(&self.state);
-        s.entries.extend(entries.iter().cloned());
-        if let Some((n, _)) = commit {
-            assert!(n <= s.entries.len() as u64, "commit point beyond the log");
-            s.committed = n;
-        }
-        Ok(Self::durable_of(&s))
-    }
-
     fn discard_uncommitted(&self) -> Result<Durable> {
         let mut s = lock(&self.state);
         let keep = s.committed as usize;
@@ -281,8 +269,16 @@ impl MemDisk {
 }
 
 impl Sink for MemDisk {
+    /// Appends entries and a commit point; durable on return (the model has
+    /// no separate sync).
     fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable> {
-        MemDisk::append(self, pending, commit)
+        let mut s = lock(&self.state);
+        s.entries.extend(pending.iter().cloned());
+        if let Some((n, _)) = commit {
+            assert!(n <= s.entries.len() as u64, "commit point beyond the log");
+            s.committed = n;
+        }
+        Ok(Self::durable_of(&s))
     }
 }
 
