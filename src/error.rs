@@ -54,6 +54,11 @@ pub enum Error {
     /// The shape is not known to the store (never written, not on disk).
     #[error("unknown shape {0}")]
     UnknownShape(String),
+    /// The shape was removed ([`Store::remove`](crate::Store::remove)):
+    /// a handle, reader or writer of it that outlived the removal gets this
+    /// (a new shape with the same id is another shape).
+    #[error("shape {0} was removed")]
+    ShapeRemoved(String),
     /// Another live writer already owns this shape.
     #[error("shape {0} already has a live writer")]
     WriterActive(String),

@@ -135,7 +135,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::registry::display_id;
+use crate::id::display as display_id;
 use crate::sync::{fence, lock, mpsc, AtomicUsize, Mutex, Ordering};
 use crate::{Error, LogOffset, Result};
 

@@ -26,7 +26,14 @@
 //!   `flush_bytes` has none. With 0 threads, or if a thread cannot be
 //!   spawned and none runs, a job runs on the writer's thread when it is
 //!   handed over (the writer still completes it at its next call).
-//! - After each job a flusher thread runs an epoch collection of the
+//! - A flusher thread takes its share of the jobs queued (all of them
+//!   divided among the threads, so syncs of different shapes still
+//!   overlap) and writes and syncs all of them before it waits for the
+//!   directory: a job whose batch created a
+//!   file (a new shape's first flush, or a roll) is durable only once the
+//!   file's directory entry is, and one grouped directory sync
+//!   (`log::dir_sync`) then covers every file the batch created.
+//! - After each batch a flusher thread runs an epoch collection of the
 //!   store's domain: what writers retire (trimmed chunks and their
 //!   payloads) is then mostly freed here, off the writers' and readers'
 //!   threads (theirs still collect every 128 pins, and `tick` and
@@ -38,8 +45,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::log::Durable;
-use crate::registry::Slot;
+use crate::log::dir_sync::Ticket;
+use crate::log::{Appended, Durable, ShapeLog};
 use crate::segment::Batch;
 use crate::sync::{lock, wait, AtomicBool, Condvar, Epoch, Mutex, Ordering};
 use crate::{Error, LogOffset, Result};
@@ -48,17 +55,25 @@ use crate::{Error, LogOffset, Result};
 /// different shapes overlap, up to this many at once.
 pub(crate) const THREADS: usize = 2;
 
-/// Where a job's batch is written: the shape's log (through its [`Slot`]),
-/// or, in the loom models, their in-memory log.
+/// Where a job's batch is written: the shape's log, or, in the loom models,
+/// their in-memory log.
 pub(crate) trait Sink: Send + Sync {
-    /// Appends `pending` and then the commit point; returns once they are
-    /// durable, with what the log now holds.
-    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable>;
+    /// Appends `pending` and then the commit point and syncs them; they are
+    /// durable once the directory entry [`Appended::dir`] names (a file the
+    /// append created) is too.
+    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Appended>;
+    /// Returns once the directory entry `ticket` stands for is durable
+    /// (grouped with the other creations), with what the log holds then.
+    fn dir_durable(&self, ticket: Ticket) -> Result<Durable>;
 }
 
-impl Sink for Slot {
-    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable> {
-        self.log.append(pending.iter(), commit)
+impl Sink for ShapeLog {
+    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Appended> {
+        ShapeLog::append(self, pending.iter(), commit)
+    }
+
+    fn dir_durable(&self, ticket: Ticket) -> Result<Durable> {
+        ShapeLog::dir_durable(self, ticket)
     }
 }
 
@@ -89,24 +104,57 @@ impl Job {
         (job, done)
     }
 
+    /// Writes and syncs the batch, waits for its directory entry if it
+    /// created a file, and reports the result.
     pub(crate) fn run(self) {
+        let written = self.write();
+        written.finish();
+    }
+
+    /// Step one of a job: the append and its sync.
+    fn write(self) -> Written {
         let Job {
             sink,
             pending,
             commit,
             done,
         } = self;
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            sink.append(&pending, commit)
-        }))
-        .unwrap_or_else(|_| {
-            Err(Error::Io {
-                op: "flush",
-                path: "(flusher thread)".into(),
-                source: std::io::Error::other("the flush panicked"),
-            })
-        });
-        done.set(out);
+        let out = guarded(|| sink.append(&pending, commit));
+        Written { sink, out, done }
+    }
+}
+
+/// Runs `f`, turning a panic into an error for the writer.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::Io {
+            op: "flush",
+            path: "(flusher thread)".into(),
+            source: std::io::Error::other("the flush panicked"),
+        })
+    })
+}
+
+/// A job whose batch is written and synced.
+struct Written {
+    sink: Arc<dyn Sink>,
+    out: Result<Appended>,
+    done: Arc<Done>,
+}
+
+impl Written {
+    /// Step two: waits for the directory entry of a file the append created
+    /// (the first such wait of a flusher batch syncs the directory for all
+    /// of them), then reports the result.
+    fn finish(self) {
+        let out = match self.out {
+            Ok(Appended {
+                dir: Some(ticket), ..
+            }) => guarded(|| self.sink.dir_durable(ticket)),
+            Ok(a) => Ok(a.durable),
+            Err(e) => Err(e),
+        };
+        self.done.set(out);
     }
 }
 
@@ -209,10 +257,10 @@ impl Flusher {
         {
             let mut threads = lock(&self.threads);
             if threads.len() < self.max {
-                let (queue, epoch) = (Arc::clone(&self.queue), self.epoch.clone());
+                let (queue, epoch, max) = (Arc::clone(&self.queue), self.epoch.clone(), self.max);
                 match std::thread::Builder::new()
                     .name("shapebuf-flush".into())
-                    .spawn(move || run(&queue, &epoch))
+                    .spawn(move || run(&queue, &epoch, max))
                 {
                     Ok(t) => threads.push(t),
                     Err(e) if threads.is_empty() => {
@@ -230,13 +278,18 @@ impl Flusher {
     }
 }
 
-fn run(queue: &Queue, epoch: &Epoch) {
+fn run(queue: &Queue, epoch: &Epoch, threads: usize) {
     loop {
-        let job = {
+        let jobs: Vec<Job> = {
             let mut st = lock(&queue.state);
             loop {
-                if let Some(job) = st.jobs.pop_front() {
-                    break job;
+                if !st.jobs.is_empty() {
+                    let share = st.jobs.len().div_ceil(threads.max(1));
+                    let jobs: Vec<Job> = st.jobs.drain(..share).collect();
+                    if !st.jobs.is_empty() {
+                        queue.cond.notify_one();
+                    }
+                    break jobs;
                 }
                 if st.shutdown {
                     return;
@@ -244,9 +297,14 @@ fn run(queue: &Queue, epoch: &Epoch) {
                 st = wait(&queue.cond, st);
             }
         };
-        job.run();
-        // Free what is due (see the module docs). The writer may be
-        // completing the batch meanwhile; this never blocks it.
+        // Every batch written and synced first, then the directory waits:
+        // one directory sync covers every file this batch created.
+        let written: Vec<Written> = jobs.into_iter().map(Job::write).collect();
+        for w in written {
+            w.finish();
+        }
+        // Free what is due (see the module docs). The writers may be
+        // completing their batches meanwhile; this never blocks them.
         epoch.pin().flush();
     }
 }

@@ -57,6 +57,8 @@ mod error;
 mod flush_tracker;
 mod flusher;
 pub mod fs;
+mod id;
+mod lazy;
 mod log;
 #[cfg(loom)]
 #[doc(hidden)]
@@ -65,6 +67,7 @@ mod offset;
 mod reader;
 mod registry;
 mod segment;
+mod slot;
 mod store;
 mod sync;
 mod wait;
@@ -77,7 +80,7 @@ pub use log::record::{MAX_ID, MAX_PAYLOAD};
 pub use offset::LogOffset;
 pub use reader::{ReadOutcome, VisitOutcome};
 pub use segment::Entry;
-pub use store::{Config, ShapeHandle, Store};
+pub use store::{Config, Removed, ShapeHandle, Store};
 /// The live-tail waiter protocol for the loom model (`cfg(loom)` only).
 #[cfg(loom)]
 #[doc(hidden)]

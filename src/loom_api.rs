@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use crate::buffer::{Buffer, RetiredBytes, Sizing, WriterToken};
 use crate::flusher::{Done, Job, Sink};
-use crate::log::Durable;
+use crate::log::dir_sync::Ticket;
+use crate::log::{Appended, Durable};
 use crate::reader::{self, Disk};
 use crate::segment::{Batch, Segment};
 use crate::sync::{lock, Epoch, Mutex, Ordering};
@@ -141,7 +142,7 @@ impl Writer {
         let written = self
             .token
             .flush_with(self.durable.entries, to, self.sizing, |pending| {
-                disk.append(pending, commit)
+                disk.append(pending, commit).map(|a| a.durable)
             });
         self.durable = written.expect("the model disk does not fail").0;
     }
@@ -192,7 +193,7 @@ impl Writer {
         let done = self.token.take_over(
             durable,
             1,
-            |missing, commit| disk.append(missing, Some(commit)),
+            |missing, commit| disk.append(missing, Some(commit)).map(|a| a.durable),
             || disk.discard_uncommitted(),
         );
         self.durable = done.expect("the model disk does not fail");
@@ -270,15 +271,22 @@ impl MemDisk {
 
 impl Sink for MemDisk {
     /// Appends entries and a commit point; durable on return (the model has
-    /// no separate sync).
-    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Durable> {
+    /// no separate sync, and no directory).
+    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Appended> {
         let mut s = lock(&self.state);
         s.entries.extend(pending.iter().cloned());
         if let Some((n, _)) = commit {
             assert!(n <= s.entries.len() as u64, "commit point beyond the log");
             s.committed = n;
         }
-        Ok(Self::durable_of(&s))
+        Ok(Appended {
+            durable: Self::durable_of(&s),
+            dir: None,
+        })
+    }
+
+    fn dir_durable(&self, _ticket: Ticket) -> Result<Durable> {
+        unreachable!("the model log creates no files")
     }
 }
 

@@ -92,7 +92,7 @@ impl Disk for ShapeLog {
 }
 
 /// The in-memory part of a read, decided under the pin.
-struct Plan {
+pub(crate) struct Plan {
     /// Read entries numbered below this from disk (0: none).
     disk_limit: u64,
     dead: bool,
@@ -153,7 +153,33 @@ fn plan<'g>(
     )
 }
 
-/// Reads committed entries with offsets in `(after, upto]`.
+/// The part of a read done under the pin: the plan and the in-memory
+/// entries (cloned). The disk part, if the plan has one, runs after the
+/// caller unpins ([`finish`]).
+pub(crate) fn memory(
+    buffer: &Buffer,
+    after: LogOffset,
+    upto: LogOffset,
+    guard: &crate::sync::Guard,
+) -> (Plan, Vec<Entry>) {
+    if upto <= after {
+        let empty = Plan {
+            disk_limit: 0,
+            dead: false,
+            raced: false,
+        };
+        return (empty, Vec::new());
+    }
+    let view = buffer.view(guard);
+    let (plan, memory) = plan(buffer, view.segment, view.committed, after, upto, guard);
+    let mem: Vec<Entry> = memory.map_or_else(Vec::new, |m| m.entries().cloned().collect());
+    (plan, mem)
+}
+
+/// Reads committed entries with offsets in `(after, upto]` (the whole read
+/// protocol on one buffer, as the loom models run it; the store splits it
+/// around its registry lookup: [`memory`], then [`finish`]).
+#[cfg(loom)]
 pub(crate) fn read(
     buffer: &Buffer,
     disk: &impl Disk,
@@ -164,14 +190,21 @@ pub(crate) fn read(
         return Ok(ReadOutcome::default());
     }
     let guard = buffer.pin();
-    let view = buffer.view(&guard);
-    let (plan, memory) = plan(buffer, view.segment, view.committed, after, upto, &guard);
-    let mem: Vec<Entry> = memory.map_or_else(Vec::new, |m| m.entries().cloned().collect());
+    let (plan, mem) = memory(buffer, after, upto, &guard);
     drop(guard);
     finish(disk, after, upto, plan, mem)
 }
 
-fn finish(
+impl Plan {
+    /// Whether part of the read comes from disk.
+    pub(crate) fn needs_disk(&self) -> bool {
+        self.disk_limit > 0
+    }
+}
+
+/// The part of a read done after unpinning: the disk part of `plan`,
+/// stitched before the in-memory entries `mem`.
+pub(crate) fn finish(
     disk: &impl Disk,
     after: LogOffset,
     upto: LogOffset,
@@ -214,34 +247,40 @@ pub struct VisitOutcome {
     pub raced: bool,
 }
 
-/// Calls `f` on each committed entry in `(after, upto]`, in order. Entries in
-/// memory are lent under the epoch pin (no refcount traffic); when part of
-/// the range is on disk the memory part is cloned first, the pin dropped, and
-/// the disk part read.
-pub(crate) fn visit(
+/// What the pinned part of a visit did: visited everything from memory, or
+/// planned a disk part (with the memory part cloned) for after the unpin.
+pub(crate) enum Visit {
+    Done(VisitOutcome),
+    Disk(Plan, Vec<Entry>),
+}
+
+/// The part of a visit done under the pin: if the range is all in memory,
+/// calls `f` on each committed entry in `(after, upto]`, in order, lending
+/// the entries (no refcount traffic); otherwise clones the memory part for
+/// [`finish_visit`].
+pub(crate) fn visit_memory(
     buffer: &Buffer,
-    disk: &impl Disk,
     after: LogOffset,
     upto: LogOffset,
-    mut f: impl FnMut(&Entry),
-) -> Result<VisitOutcome> {
+    guard: &crate::sync::Guard,
+    f: impl FnMut(&Entry),
+) -> Visit {
     if upto <= after {
-        return Ok(VisitOutcome::default());
+        return Visit::Done(VisitOutcome::default());
     }
-    let guard = buffer.pin();
-    let view = buffer.view(&guard);
-    let (plan, memory) = plan(buffer, view.segment, view.committed, after, upto, &guard);
+    let view = buffer.view(guard);
+    let (plan, memory) = plan(buffer, view.segment, view.committed, after, upto, guard);
     if plan.disk_limit == 0 {
         let mut raced = plan.raced;
         let mut visited = 0;
         if let (Some(seg), Some(m)) = (view.segment, &memory) {
-            m.entries().for_each(&mut f);
+            m.entries().for_each(f);
             visited = m.range.len();
             // The callbacks ran over `seg` too: a swap during them is a race
             // this visit survived on the retired segment.
-            raced = raced || !buffer.is_current(seg, &guard);
+            raced = raced || !buffer.is_current(seg, guard);
         }
-        return Ok(VisitOutcome {
+        return Visit::Done(VisitOutcome {
             visited,
             from_disk: 0,
             dead: plan.dead,
@@ -249,9 +288,21 @@ pub(crate) fn visit(
         });
     }
     let mem: Vec<Entry> = memory.map_or_else(Vec::new, |m| m.entries().cloned().collect());
-    drop(guard);
+    Visit::Disk(plan, mem)
+}
+
+/// The part of a visit done after unpinning: reads the disk part and calls
+/// `f` on every entry.
+pub(crate) fn finish_visit(
+    disk: &impl Disk,
+    after: LogOffset,
+    upto: LogOffset,
+    plan: Plan,
+    mem: Vec<Entry>,
+    f: impl FnMut(&Entry),
+) -> Result<VisitOutcome> {
     let out = finish(disk, after, upto, plan, mem)?;
-    out.entries.iter().for_each(&mut f);
+    out.entries.iter().for_each(f);
     Ok(VisitOutcome {
         visited: out.entries.len(),
         from_disk: out.from_disk,

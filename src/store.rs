@@ -1,4 +1,4 @@
-//! The store: opens a directory, recovers its shapes, and hands out writers,
+//! The store: opens a directory, finds its shapes, and hands out writers,
 //! handles and reads.
 //!
 //! # Shape ids and file names
@@ -8,7 +8,17 @@
 //! part of a path: a shape's files are named by a *stem*
 //! `<fnv-1a-64 hex>-<n>`, with `n` the smallest number no other shape uses,
 //! and the id itself is stored in every file header. Two ids with the same
-//! hash get different stems; on open, ids are read back from the headers.
+//! hash get different stems.
+//!
+//! # Many shapes
+//!
+//! Opening lists the directory and reads no file ([`log::catalog`]); a
+//! shape is found by its id the first time someone asks for it (the header
+//! of each listed file with the id's hash is read: almost always one), and
+//! recovered the first time it is read or written (`slot.rs`). Files are
+//! opened through one bounded descriptor cache
+//! ([`Config::max_open_files`]). A new shape creates no file until its
+//! first flush.
 //!
 //! # Layout
 //!
@@ -16,22 +26,23 @@
 //! store lives so that one directory has one store at a time (see
 //! docs/format.md).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::info;
 
-use crate::buffer::{Buffer, RetiredBytes};
 use crate::flush_tracker::FlushTracker;
 use crate::fs::{Fs, RealFs};
-use crate::log::{self, LogConfig, ShapeLog};
-use crate::reader::{self, ReadOutcome, VisitOutcome};
-use crate::registry::{display_id, Registry, Slot};
+use crate::id;
+use crate::log::catalog::{fnv1a, Listing};
+use crate::log::{self, Files, HeaderRead, LogConfig, LogCtx};
+use crate::reader::{self, ReadOutcome, Visit, VisitOutcome};
+use crate::registry::{share, Registry};
 use crate::segment::Entry;
-use crate::sync::Epoch;
+use crate::slot::{Closed, Env, Quarantine, Slot};
+use crate::sync::{Epoch, Guard};
 use crate::wait::{self, WaitOutcome, Waiters, Watch};
 use crate::wake::WakeService;
 use crate::writer::ShapeWriter;
@@ -89,6 +100,15 @@ pub struct Config {
     /// The largest payload `append` accepts (default 16 MiB, at most
     /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD)).
     pub max_payload: usize,
+    /// The most log files the store keeps open at once (default 512, at
+    /// least 1): every read, flush and recovery opens its file through one
+    /// cache of this many descriptors, evicting the least recently used
+    /// one that nobody is using, so any number of shapes runs under a
+    /// descriptor limit (`ulimit -n`) above this plus a few (the `LOCK`
+    /// file, one directory per flusher thread syncing it). A file evicted
+    /// while a read or flush uses it stays open until that use ends; when
+    /// all are in use, an open waits for one to be let go.
+    pub max_open_files: usize,
 }
 
 impl Default for Config {
@@ -103,6 +123,7 @@ impl Default for Config {
             file_bytes: 64 << 20,
             max_payload: 16 << 20,
             flush_threads: crate::flusher::THREADS,
+            max_open_files: 512,
         }
     }
 }
@@ -112,13 +133,11 @@ pub(crate) struct Inner {
     /// handles keep `Inner` alive, so the lock outlives the `Store` value
     /// while any of them does).
     _lock: Box<dyn std::fmt::Debug + Send + Sync>,
-    dir: PathBuf,
-    fs: Arc<dyn Fs>,
     pub(crate) config: Config,
     registry: Registry,
-    epoch: Epoch,
-    retired: Arc<RetiredBytes>,
-    stems: Mutex<HashSet<String>>,
+    /// The log context (directory, catalog, descriptors), the epoch domain
+    /// and the retired-bytes count every shape's state is built with.
+    pub(crate) env: Env,
     pub(crate) tracker: FlushTracker,
     /// Live tail: the waker thread (spawned by the first waiter; joined
     /// when the last owner of the store is gone).
@@ -151,34 +170,16 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("dir", &self.inner.dir)
-            .field("shapes", &self.inner.registry.len())
+            .field("dir", &self.inner.env.log.dir)
+            .field("shapes", &self.shape_count())
             .finish()
     }
 }
 
-fn fnv1a(id: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in id {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-fn check_id(id: &[u8]) -> Result<()> {
-    if id.is_empty() || id.len() > log::record::MAX_ID {
-        return Err(Error::BadShapeId {
-            len: id.len(),
-            max: log::record::MAX_ID,
-        });
-    }
-    Ok(())
-}
-
 impl Store {
-    /// Opens (creating if needed) the store in `dir` with default settings,
-    /// recovering every shape found there.
+    /// Opens (creating if needed) the store in `dir` with default settings.
+    /// Lists the directory and reads no log: each shape is recovered when
+    /// first used.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         Store::open_with(dir, Config::default())
     }
@@ -198,6 +199,7 @@ impl Store {
         config.max_payload = config.max_payload.min(log::record::MAX_PAYLOAD);
         config.segment_capacity = config.segment_capacity.max(1);
         config.max_pending_bytes = config.max_pending_bytes.max(config.flush_bytes);
+        config.max_open_files = config.max_open_files.max(1);
         let top = dir.as_ref();
         let dir = top.join("shapes");
         fs.create_dir_all(&dir)
@@ -214,75 +216,72 @@ impl Store {
             fs.sync_dir(parent)
                 .map_err(Error::io("sync directory", parent))?;
         }
+        let lcfg = LogConfig {
+            file_bytes: config.file_bytes,
+            index_interval: config.index_interval,
+        };
+        let ctx = Arc::new(LogCtx::new(dir, lcfg, fs, config.max_open_files));
+        let mut listing = Listing::default();
+        ctx.fs()
+            .list(&ctx.dir, &mut |name| {
+                ctx.catalog.add_listed(name, &mut listing)
+            })
+            .map_err(Error::io("list", &ctx.dir))?;
+        log::finish_removals(&ctx, &listing.tombstones)?;
         let flush_threads = config.flush_threads;
         let epoch = Epoch::new();
         let inner = Arc::new(Inner {
             _lock: lock,
-            dir,
-            fs,
             config,
             registry: Registry::new(),
             flusher: crate::flusher::Flusher::new(flush_threads, epoch.clone()),
-            epoch,
-            retired: Arc::default(),
-            stems: Mutex::new(HashSet::new()),
+            env: Env {
+                log: ctx,
+                epoch,
+                retired: Arc::default(),
+            },
             tracker: FlushTracker::new(),
             wake: WakeService::new(),
         });
-        let lcfg = inner.log_config();
-        let logs = log::list_logs(inner.fs.as_ref(), &inner.dir)?;
-        let mut recovered = 0usize;
-        for (stem, files) in &logs {
-            let Some((shape_log, durable)) =
-                log::recover(Arc::clone(&inner.fs), &inner.dir, stem, files, lcfg)?
-            else {
-                continue;
-            };
-            let id = shape_log.id().clone();
-            let buffer = Arc::new(inner.buffer(durable.committed));
-            inner.registry.get_or_insert_with(&id, |hash| {
-                Ok::<_, Error>(Arc::new(Slot {
-                    id: id.clone(),
-                    hash,
-                    buffer,
-                    log: shape_log,
-                    waiters: Waiters::default(),
-                }))
-            })?;
-            inner.stems_lock().insert(stem.clone());
-            recovered += 1;
-        }
-        info!(dir = %inner.dir.display(), shapes = recovered, "store opened");
+        info!(dir = %inner.env.log.dir.display(), shapes = listing.stems, "store opened");
         Ok(Store { inner })
     }
 
-    /// The writer of shape `id`, creating the shape if it is new. A shape
-    /// has at most one live writer: a second call while the first lives is
-    /// [`Error::WriterActive`]. A writer of a terminated shape continues its
-    /// log after the last committed entry.
+    /// The writer of shape `id`, creating the shape if it is new (no file
+    /// until its first flush). A shape has at most one live writer: a second
+    /// call while the first lives is [`Error::WriterActive`]. A writer of a
+    /// terminated shape continues its log after the last committed entry. A
+    /// shape whose files failed verification answers
+    /// [`Error::Corrupt`] (see [`Store::corrupt_shapes`]).
     pub fn writer(&self, id: impl AsRef<[u8]>) -> Result<ShapeWriter> {
         let id = id.as_ref();
-        check_id(id)?;
-        let slot = self
-            .inner
-            .registry
-            .get_or_insert_with(id, |hash| self.inner.create_slot(id, hash))?;
-        let token = slot
-            .buffer
-            .claim()
-            .ok_or_else(|| Error::WriterActive(display_id(id)))?;
-        ShapeWriter::open(Arc::clone(&self.inner), slot, token)
+        id::check(id)?;
+        let slot = self.inner.slot(id, true)?;
+        let env = &self.inner.env;
+        loop {
+            slot.open(env)?;
+            let guard = env.epoch.pin();
+            let Some(open) = slot.get_arc(&guard) else {
+                continue;
+            };
+            drop(guard);
+            let token = open
+                .buffer
+                .claim()
+                .ok_or_else(|| Error::WriterActive(id::display(id)))?;
+            // Still the published state? A terminate that closed it held the
+            // claim until after it did, so after our claim this tells.
+            if !slot.is_current(&open, &env.epoch.pin()) {
+                continue;
+            }
+            return ShapeWriter::open(Arc::clone(&self.inner), slot, open, token);
+        }
     }
 
     /// A handle on shape `id` that reads without a registry lookup and stays
     /// valid across terminate and restart of the shape.
     pub fn handle(&self, id: impl AsRef<[u8]>) -> Result<ShapeHandle> {
-        let id = id.as_ref();
-        let slot = self
-            .inner
-            .registry
-            .get(id)
-            .ok_or_else(|| Error::UnknownShape(display_id(id)))?;
+        let slot = self.inner.slot(id.as_ref(), false)?;
         Ok(ShapeHandle {
             inner: Arc::clone(&self.inner),
             slot,
@@ -298,12 +297,24 @@ impl Store {
         upto: LogOffset,
     ) -> Result<ReadOutcome> {
         let id = id.as_ref();
-        let slot = self
+        if upto <= after {
+            // Still an error for an unknown shape.
+            self.inner.slot(id, false)?;
+            return Ok(ReadOutcome::default());
+        }
+        let guard = self.inner.env.epoch.pin();
+        let pinned = self
             .inner
             .registry
-            .find(id)
-            .ok_or_else(|| Error::UnknownShape(display_id(id)))?;
-        reader::read(&slot.buffer, &slot.log, after, upto)
+            .find(id, &guard)
+            .and_then(|slot| slot.get(&guard))
+            .map(|open| Pinned::read(open, after, upto, &guard));
+        drop(guard);
+        if let Some(p) = pinned {
+            return p.finish(after, upto);
+        }
+        let slot = self.inner.slot(id, false)?;
+        self.inner.read_slot(&slot, after, upto)
     }
 
     /// Blocks until shape `id` has a committed entry past `after`, its
@@ -363,21 +374,125 @@ impl Store {
         async move { Ok(wait?.await) }
     }
 
-    /// Whether shape `id` is known (has a log).
+    /// Whether shape `id` is known (created, or on disk). May read the
+    /// header of the shape's first file, the first time.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
-        self.inner.registry.contains(id.as_ref())
+        self.inner.slot(id.as_ref(), false).is_ok()
     }
 
-    /// The number of known shapes.
+    /// The number of known shapes (found on disk at open, or created since),
+    /// without reading any file.
     pub fn shape_count(&self) -> usize {
-        self.inner.registry.len()
+        self.inner.registry.len() + self.inner.env.log.catalog.unresolved()
     }
 
-    /// The ids of every known shape.
-    pub fn shapes(&self) -> Vec<Bytes> {
+    /// The ids of every known shape. Reads the header of every shape's
+    /// first file not read yet: one small read per shape found on disk.
+    pub fn shapes(&self) -> Result<Vec<Bytes>> {
+        let ctx = &self.inner.env.log;
+        for (stem, files) in ctx.catalog.all_unresolved() {
+            self.inner.resolve(stem, &files, None)?;
+        }
         let mut v = Vec::new();
-        self.inner.registry.for_each(|s| v.push(s.id.clone()));
+        let guard = self.inner.env.epoch.pin();
+        self.inner
+            .registry
+            .for_each(&guard, |s| v.push(s.id.clone()));
+        Ok(v)
+    }
+
+    /// The shapes found quarantined so far: their files failed verification
+    /// beyond what tail repair may fix (damage to acknowledged data), so
+    /// they answer [`Error::Corrupt`] while every other shape serves on;
+    /// [`Store::remove`] resets one. A shape is verified when first used
+    /// (reads and writers), so a store opened just now lists none:
+    /// [`Store::verify_all`] uses every shape first.
+    pub fn corrupt_shapes(&self) -> Vec<(Bytes, Error)> {
+        let mut v = Vec::new();
+        let guard = self.inner.env.epoch.pin();
+        self.inner.registry.for_each(&guard, |s| {
+            if let Some(e) = s.quarantined() {
+                v.push((s.id.clone(), e));
+            }
+        });
         v
+    }
+
+    /// Recovers every shape not recovered yet (reading every log: what
+    /// opening a store did before recovery became lazy), so that
+    /// [`Store::corrupt_shapes`] lists every damaged shape. Returns how many
+    /// are quarantined. I/O errors other than damage are returned.
+    pub fn verify_all(&self) -> Result<usize> {
+        let env = &self.inner.env;
+        for (stem, files) in env.log.catalog.all_unresolved() {
+            self.inner.resolve(stem, &files, None)?;
+        }
+        let mut slots = Vec::new();
+        let guard = env.epoch.pin();
+        self.inner
+            .registry
+            .for_each(&guard, |s| slots.push(share(s)));
+        drop(guard);
+        for s in &slots {
+            match s.open(env) {
+                Ok(()) | Err(Error::Corrupt { .. } | Error::ShapeRemoved(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.corrupt_shapes().len())
+    }
+
+    /// Removes shape `id`: unpublishes it, makes the removal durable (a
+    /// tombstone file, if the shape has files), and deletes its files once
+    /// the reads in flight that use them are done (at once, usually).
+    ///
+    /// Refuses with [`Error::WriterActive`] while a live writer owns the
+    /// shape (its owner removes it with [`ShapeWriter::remove`]); a shape
+    /// whose writer was dropped without terminating is removed with what
+    /// that writer committed and did not flush. Works on a quarantined
+    /// shape (that is how a host resets one).
+    ///
+    /// Reads already under way finish exactly (the epoch keeps the memory
+    /// they use, and a file is deleted only after its last reader is done);
+    /// later reads, and every use of a [`ShapeHandle`] of the shape, get
+    /// [`Error::ShapeRemoved`]; waits end with [`WaitOutcome::Removed`]. A
+    /// new shape with the same id can be created at once and starts empty;
+    /// handles of the old one never see its data. A crash at any point
+    /// leaves, after a restart, either the whole shape or none of it.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use shapebuf::{Error, LogOffset, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// w.append(LogOffset::new(1, 0), "old")?;
+    /// w.commit()?;
+    /// let h = store.handle("s")?;
+    /// assert!(matches!(store.remove("s"), Err(Error::WriterActive(_))));
+    /// w.terminate()?;
+    /// assert!(store.remove("s")?.had_files);
+    /// assert!(matches!(h.read(LogOffset::ZERO, LogOffset::MAX), Err(Error::ShapeRemoved(_))));
+    /// assert!(matches!(store.read("s", LogOffset::ZERO, LogOffset::MAX), Err(Error::UnknownShape(_))));
+    /// let mut w = store.writer("s")?; // a new shape, empty
+    /// w.append(LogOffset::new(1, 0), "new")?;
+    /// w.commit()?;
+    /// assert_eq!(&store.read("s", LogOffset::ZERO, LogOffset::MAX)?.entries[0].payload[..], b"new");
+    /// # Ok(()) }
+    /// ```
+    pub fn remove(&self, id: impl AsRef<[u8]>) -> Result<Removed> {
+        let slot = self.inner.slot(id.as_ref(), false)?;
+        self.inner.remove(&slot, None)
+    }
+
+    /// Log files open now (at most [`Config::max_open_files`]).
+    pub fn open_files(&self) -> usize {
+        self.inner.env.log.descriptors.open_now()
+    }
+
+    /// The most log files that were open at once since the store opened.
+    pub fn peak_open_files(&self) -> usize {
+        self.inner.env.log.descriptors.peak()
     }
 
     /// Bytes of retired segments that the epoch collector has not freed yet:
@@ -386,7 +501,7 @@ impl Store {
     /// [`ShapeWriter::tick`]), and for a collection (each thread runs one
     /// every 128 pins; [`Store::collect`] runs one now).
     pub fn retired_bytes(&self) -> u64 {
-        self.inner.retired.get()
+        self.inner.env.retired.get()
     }
 
     /// Runs pending epoch reclamation on this thread (it also runs on its
@@ -394,8 +509,9 @@ impl Store {
     /// retired (writers hand them over per 64 KiB, and on
     /// [`ShapeWriter::tick`]).
     pub fn collect(&self) {
-        let guard = self.inner.epoch.pin();
-        self.inner.epoch.hand_off(&guard);
+        let epoch = &self.inner.env.epoch;
+        let guard = epoch.pin();
+        epoch.hand_off(&guard);
         guard.flush();
     }
 
@@ -428,57 +544,289 @@ impl Store {
 
     /// The directory the shape logs live in.
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.inner.env.log.dir
     }
 }
 
+/// A read of an open shape whose memory part was taken under the pin; the
+/// disk part (if any) runs after it, in [`Pinned::finish`].
+struct Pinned {
+    plan: reader::Plan,
+    mem: Vec<Entry>,
+    /// The log, when the plan reads from it (a reference, so that it
+    /// outlives the pin).
+    log: Option<Arc<log::ShapeLog>>,
+}
+
+impl Pinned {
+    fn read(open: &crate::slot::Open, after: LogOffset, upto: LogOffset, guard: &Guard) -> Self {
+        let (plan, mem) = reader::memory(&open.buffer, after, upto, guard);
+        let log = plan.needs_disk().then(|| Arc::clone(&open.log));
+        Pinned { plan, mem, log }
+    }
+
+    fn finish(self, after: LogOffset, upto: LogOffset) -> Result<ReadOutcome> {
+        match &self.log {
+            Some(log) => reader::finish(&**log, after, upto, self.plan, self.mem),
+            None => reader::finish(&NoDisk, after, upto, self.plan, self.mem),
+        }
+    }
+}
+
+/// The disk of a read planned without one.
+struct NoDisk;
+
+impl reader::Disk for NoDisk {
+    fn read(&self, _: LogOffset, _: LogOffset, _: u64, _: &mut Vec<Entry>) -> Result<()> {
+        unreachable!("the plan reads nothing from disk")
+    }
+}
+
+/// What [`Store::remove`] (or [`ShapeWriter::remove`]) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Removed {
+    /// The shape had files on disk: its removal was made durable (a
+    /// tombstone) before the call returned, and the files are deleted once
+    /// the reads in flight that use them are done.
+    pub had_files: bool,
+}
+
 impl Inner {
-    fn log_config(&self) -> LogConfig {
-        LogConfig {
-            file_bytes: self.config.file_bytes,
-            index_interval: self.config.index_interval,
+    /// Removes `slot` (see [`Store::remove`]). `claimed` is the caller's own
+    /// writer claim on the shape's open state ([`ShapeWriter::remove`]);
+    /// without it the removal takes the claim itself, and refuses if a
+    /// writer holds it.
+    pub(crate) fn remove(
+        &self,
+        slot: &Arc<Slot>,
+        claimed: Option<&Arc<crate::slot::Open>>,
+    ) -> Result<Removed> {
+        let env = &self.env;
+        let _span = tracing::info_span!("remove", shape = %id::display(&slot.id)).entered();
+        loop {
+            let open = claimed.cloned().or_else(|| slot.get_arc(&env.epoch.pin()));
+            let Some(open) = open else {
+                // Closed: remove it under its gate, so that nobody opens it
+                // meanwhile; the tombstone first, so that a crash leaves the
+                // whole shape or none of it.
+                let files = slot.remove_closed(|files| match files {
+                    Some(_) => log::write_tombstone(&env.log, slot.stem),
+                    None => Ok(()),
+                })?;
+                let Some(files) = files else { continue };
+                self.unpublish(slot);
+                match &files {
+                    // Nobody can use a closed shape's files: delete now.
+                    Some(files) => log::discard_stem(&env.log, slot.stem, files)?,
+                    None => env.log.catalog.release(slot.stem),
+                }
+                tracing::debug!("removed");
+                return Ok(Removed {
+                    had_files: files.is_some(),
+                });
+            };
+            // Open: hold its writer claim (ours, or the caller's), so that
+            // no writer writes or closes it meanwhile.
+            let _token = match claimed {
+                Some(_) => None,
+                None => {
+                    let token = open
+                        .buffer
+                        .claim()
+                        .ok_or_else(|| Error::WriterActive(id::display(&slot.id)))?;
+                    if !slot.is_current(&open, &env.epoch.pin()) {
+                        continue;
+                    }
+                    Some(token)
+                }
+            };
+            let had_files = open.log.has_file();
+            open.log.remove()?;
+            let removed = slot.remove_open(&open, &env.epoch.pin());
+            debug_assert!(removed, "the claimed state is the published one");
+            self.unpublish(slot);
+            drop(open);
+            // The state's own reference goes with the epoch: once readers
+            // that loaded it are done, the log's last owner deletes the
+            // files (here, usually, or at the end of a read in flight).
+            env.epoch.pin().flush();
+            tracing::debug!("removed");
+            return Ok(Removed { had_files });
         }
     }
 
-    fn buffer(&self, committed: u64) -> Buffer {
-        Buffer::new(committed, self.epoch.clone(), Arc::clone(&self.retired))
+    /// Takes a removed slot out of the registry and ends its waits.
+    fn unpublish(&self, slot: &Slot) {
+        self.registry.remove(slot, &self.env.epoch.pin());
+        slot.waiters.close(crate::wait::Close::Removed, &self.wake);
     }
 
-    fn stems_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.stems
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The slot of shape `id`: from the registry, or found on disk (the
+    /// first time: reading the header of each listed stem with the id's
+    /// hash), or, with `create`, a new one (no I/O).
+    pub(crate) fn slot(&self, id: &[u8], create: bool) -> Result<Arc<Slot>> {
+        let epoch = &self.env.epoch;
+        if let Some(s) = self.registry.find(id, &epoch.pin()) {
+            return Ok(share(s));
+        }
+        let hash = fnv1a(id);
+        let mut damaged = None;
+        for (stem, files) in self.env.log.catalog.candidates(hash) {
+            if let Some(slot) = self.resolve(stem, &files, Some((id, &mut damaged)))? {
+                return Ok(slot);
+            }
+        }
+        let guard = epoch.pin();
+        if let Some((stem, files, path, detail)) = damaged {
+            // A listed stem with this id's hash whose header is damaged: the
+            // id cannot be read back, but the hash says it is (almost
+            // certainly) this shape. Quarantine it under this id, so that
+            // it answers `Corrupt` and can be removed.
+            let mut slot = None;
+            self.env.log.catalog.resolve_with(stem, || {
+                slot = Some(self.registry.get_or_insert_with(id, &guard, || {
+                    let q = Quarantine {
+                        path,
+                        detail,
+                        files,
+                    };
+                    Ok::<_, Error>(Slot::quarantined_new(Bytes::copy_from_slice(id), stem, q))
+                }));
+            });
+            if let Some(slot) = slot {
+                return slot;
+            }
+        }
+        if !create {
+            // A racing resolver may have registered it meanwhile.
+            return match self.registry.find(id, &guard) {
+                Some(s) => Ok(share(s)),
+                None => Err(Error::UnknownShape(id::display(id))),
+            };
+        }
+        // The stem is allocated outside the registry's lock (the lock order
+        // is catalog, then registry), and given back if a racing creator
+        // won.
+        let catalog = &self.env.log.catalog;
+        let stem = catalog.allocate(hash);
+        let mut used = false;
+        let slot = self.registry.get_or_insert_with(id, &guard, || {
+            used = true;
+            Ok::<_, Error>(Slot::new(Bytes::copy_from_slice(id), stem, Closed::New))
+        });
+        if !used {
+            catalog.release(stem);
+        }
+        slot
     }
 
-    fn create_slot(&self, id: &[u8], hash: u64) -> Result<Arc<Slot>> {
-        let stem = {
-            let mut stems = self.stems_lock();
-            let h = fnv1a(id);
-            let stem = (0u64..)
-                .map(|n| format!("{h:016x}-{n}"))
-                .find(|s| !stems.contains(s))
-                .expect("a free stem exists");
-            stems.insert(stem.clone());
-            stem
+    /// Learns the id of listed stem `stem` (whose files start at `files`)
+    /// from its first file's header and registers it. With `wanted`, returns
+    /// the slot if it is that id's, and records a damaged header in the
+    /// second field (for the caller to quarantine if no stem matches).
+    #[allow(clippy::type_complexity)]
+    fn resolve(
+        &self,
+        stem: log::catalog::Stem,
+        files: &Files,
+        wanted: Option<(
+            &[u8],
+            &mut Option<(log::catalog::Stem, Files, PathBuf, String)>,
+        )>,
+    ) -> Result<Option<Arc<Slot>>> {
+        let ctx = &self.env.log;
+        let first = files.starts()[0];
+        let header = match log::read_id(ctx, stem, first) {
+            Ok(h) => h,
+            // Removed meanwhile (a racing resolver and remover).
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
         };
-        let id = Bytes::copy_from_slice(id);
-        let log = ShapeLog::create(
-            Arc::clone(&self.fs),
-            &self.dir,
-            stem.clone(),
-            id.clone(),
-            self.log_config(),
-        )
-        .inspect_err(|_| {
-            self.stems_lock().remove(&stem);
-        })?;
-        Ok(Arc::new(Slot {
-            id,
-            hash,
-            buffer: Arc::new(self.buffer(0)),
-            log,
-            waiters: Waiters::default(),
-        }))
+        match header {
+            HeaderRead::Ok(h, _) => {
+                let guard = self.env.epoch.pin();
+                let mut slot = None;
+                ctx.catalog.resolve_with(stem, || {
+                    slot = Some(self.registry.get_or_insert_with(&h.id, &guard, || {
+                        Ok::<_, Error>(Slot::new(h.id.clone(), stem, Closed::OnDisk(files.clone())))
+                    }));
+                });
+                let slot = match slot {
+                    Some(s) => s?,
+                    // Resolved by someone else meanwhile.
+                    None => match self.registry.find(&h.id, &guard) {
+                        Some(s) => share(s),
+                        None => return Ok(None),
+                    },
+                };
+                Ok(wanted.and_then(|(id, _)| (*id == h.id[..]).then_some(slot)))
+            }
+            HeaderRead::Torn if files.starts().len() == 1 => {
+                // A shape whose first flush never completed: nothing of it
+                // was acknowledged. Clear it away.
+                log::discard_stem(ctx, stem, files)?;
+                Ok(None)
+            }
+            HeaderRead::Torn | HeaderRead::Corrupt(_) => {
+                let why = match header {
+                    HeaderRead::Corrupt(why) => why,
+                    _ => "torn header in a file that is not the last",
+                };
+                if let Some((_, damaged)) = wanted {
+                    damaged.get_or_insert((
+                        stem,
+                        files.clone(),
+                        ctx.path(stem, first),
+                        format!("header: {why}"),
+                    ));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads `(after, upto]` of `slot`, opening (recovering) it first if it
+    /// is closed.
+    fn read_slot(&self, slot: &Slot, after: LogOffset, upto: LogOffset) -> Result<ReadOutcome> {
+        loop {
+            let guard = self.env.epoch.pin();
+            let pinned = slot
+                .get(&guard)
+                .map(|open| Pinned::read(open, after, upto, &guard));
+            drop(guard);
+            if let Some(p) = pinned {
+                return p.finish(after, upto);
+            }
+            slot.open(&self.env)?;
+        }
+    }
+
+    /// Visits `(after, upto]` of `slot` (see [`ShapeHandle::visit`]).
+    fn visit_slot(
+        &self,
+        slot: &Slot,
+        after: LogOffset,
+        upto: LogOffset,
+        mut f: impl FnMut(&Entry),
+    ) -> Result<VisitOutcome> {
+        loop {
+            let guard = self.env.epoch.pin();
+            if let Some(open) = slot.get(&guard) {
+                return match reader::visit_memory(&open.buffer, after, upto, &guard, &mut f) {
+                    Visit::Done(out) => Ok(out),
+                    Visit::Disk(plan, mem) => {
+                        let log = Arc::clone(&open.log);
+                        drop(guard);
+                        reader::finish_visit(&*log, after, upto, plan, mem, f)
+                    }
+                };
+            }
+            drop(guard);
+            slot.open(&self.env)?;
+        }
     }
 }
 
@@ -521,6 +869,10 @@ impl Watch for ShapeHandle {
         ShapeHandle::is_live(self)
     }
 
+    fn is_removed(&self) -> bool {
+        self.slot.is_removed()
+    }
+
     fn wake_service(&self) -> &WakeService {
         &self.inner.wake
     }
@@ -529,7 +881,7 @@ impl Watch for ShapeHandle {
 impl std::fmt::Debug for ShapeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShapeHandle")
-            .field("shape", &display_id(&self.slot.id))
+            .field("shape", &id::display(&self.slot.id))
             .finish()
     }
 }
@@ -542,7 +894,7 @@ impl ShapeHandle {
 
     /// The committed entries with offsets in `(after, upto]`, in order.
     pub fn read(&self, after: LogOffset, upto: LogOffset) -> Result<ReadOutcome> {
-        reader::read(&self.slot.buffer, &self.slot.log, after, upto)
+        self.inner.read_slot(&self.slot, after, upto)
     }
 
     /// Calls `f` on each committed entry with offset in `(after, upto]`, in
@@ -574,27 +926,34 @@ impl ShapeHandle {
         upto: LogOffset,
         f: impl FnMut(&Entry),
     ) -> Result<VisitOutcome> {
-        reader::visit(&self.slot.buffer, &self.slot.log, after, upto, f)
+        self.inner.visit_slot(&self.slot, after, upto, f)
     }
 
-    /// The offset of the last committed entry ([`LogOffset::ZERO`] if none).
+    /// The offset of the last committed entry ([`LogOffset::ZERO`] if none,
+    /// or if the shape cannot be read: removed, or quarantined). Recovers
+    /// the shape first if it is not in memory.
     pub fn committed(&self) -> LogOffset {
-        let buffer = &self.slot.buffer;
-        let guard = buffer.pin();
-        let view = buffer.view(&guard);
-        if let Some(seg) = view.segment {
-            if view.committed > seg.start() {
-                return seg.get((view.committed - 1 - seg.start()) as usize).offset;
+        let got = self.slot.with_open(&self.inner.env, |open, guard| {
+            let view = open.buffer.view(guard);
+            if let Some(seg) = view.segment {
+                if view.committed > seg.start() {
+                    return Ok(seg.get((view.committed - 1 - seg.start()) as usize).offset);
+                }
+                if view.committed == seg.start() {
+                    // Entry `start - 1` is the last committed one: its offset
+                    // is the segment's base (it may not have a commit record
+                    // on disk yet: it was flushed before its transaction was
+                    // committed).
+                    return Ok(seg.base());
+                }
             }
-            if view.committed == seg.start() {
-                // Entry `start - 1` is the last committed one: its offset is
-                // the segment's base (it may not have a commit record on disk
-                // yet: it was flushed before its transaction was committed).
-                return seg.base();
-            }
+            Err(Arc::clone(&open.log))
+        });
+        match got {
+            Ok(Ok(offset)) => offset,
+            Ok(Err(log)) => log.durable().last_committed,
+            Err(_) => LogOffset::ZERO,
         }
-        drop(guard);
-        self.slot.log.durable().last_committed
     }
 
     /// Blocks until a transaction committing an offset past `after` is
@@ -706,12 +1065,18 @@ impl ShapeHandle {
     /// # Ok(()) }
     /// ```
     pub fn collect_files_before(&self, upto: LogOffset) -> Result<usize> {
-        self.slot.log.collect_before(upto)
+        let log = self
+            .slot
+            .with_open(&self.inner.env, |open, _| Arc::clone(&open.log))?;
+        log.collect_before(upto)
     }
 
     /// Whether a writer's buffer is published (the shape is not dead).
     pub fn is_live(&self) -> bool {
-        self.slot.buffer.is_live()
+        let guard = self.inner.env.epoch.pin();
+        self.slot
+            .get(&guard)
+            .is_some_and(|open| open.buffer.is_live())
     }
 
     /// The store this handle belongs to.

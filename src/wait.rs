@@ -170,6 +170,10 @@ pub enum WaitOutcome {
     /// and nothing past `after` is committed; the next writer recovers the
     /// shape (a drop before the wait began does not end it).
     WriterDropped,
+    /// The shape was removed ([`Store::remove`](crate::Store::remove)),
+    /// before or during the wait: the handle will never see another entry
+    /// (a new shape with the same id is another shape; take a new handle).
+    Removed,
 }
 
 /// Outside loom there are no faults: `fence_unless` takes this stand-in.
@@ -180,13 +184,16 @@ enum Fault {
     RegisterWithoutFence,
 }
 
-/// Why a shape's writer went away (the low bit of `closed`).
+/// Why a shape's writer went away (the low two bits of `closed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Close {
     /// [`ShapeWriter::terminate`](crate::ShapeWriter::terminate).
     Terminated = 0,
     /// A writer dropped without terminating.
     WriterDropped = 1,
+    /// [`Store::remove`](crate::Store::remove) or
+    /// [`ShapeWriter::remove`](crate::ShapeWriter::remove).
+    Removed = 2,
 }
 
 /// What a wait checks: the waiter registry and the last committed offset of
@@ -202,6 +209,11 @@ pub(crate) trait Watch {
     /// Whether a writer's buffer is published (the shape is not dead), read
     /// with at least Acquire.
     fn is_live(&self) -> bool;
+    /// Whether the shape was removed (a wait on it ends at once with
+    /// [`WaitOutcome::Removed`]).
+    fn is_removed(&self) -> bool {
+        false
+    }
     /// The store's waker thread (a registration starts it).
     fn wake_service(&self) -> &WakeService;
 }
@@ -211,7 +223,7 @@ pub(crate) trait Watch {
 pub(crate) struct Waiters {
     /// Registered waiters (blocking and async).
     count: AtomicUsize,
-    /// `(closes << 1) | reason` of the last close.
+    /// `(closes << 2) | reason` of the last close.
     closed: AtomicU64,
     /// Allocated by the first waiter; never freed before the slot (the
     /// waker thread's queue holds clones).
@@ -380,7 +392,7 @@ impl Waiters {
         let _ = self
             .closed
             .fetch_update(Ordering::Release, Ordering::Relaxed, |c| {
-                Some((((c >> 1) + 1) << 1) | why as u64)
+                Some((((c >> 2) + 1) << 2) | why as u64)
             });
         // SeqCst fence: as in `notify_commit`, with `closed` as the store.
         self.fence_unless(Fault::NotifyWithoutFence);
@@ -490,6 +502,9 @@ impl Waiters {
         // `closed`, then liveness, then the committed offset: see the
         // module's orderings.
         let closed = self.generation();
+        if closed != gen0 && closed & 3 == Close::Removed as u64 || watch.is_removed() {
+            return Some(WaitOutcome::Removed);
+        }
         let live = watch.is_live();
         let last = watch.committed();
         if last > after {
@@ -499,7 +514,7 @@ impl Waiters {
             return Some(WaitOutcome::Terminated);
         }
         if closed != gen0 {
-            return Some(if closed & 1 == Close::WriterDropped as u64 {
+            return Some(if closed & 3 == Close::WriterDropped as u64 {
                 WaitOutcome::WriterDropped
             } else {
                 WaitOutcome::Terminated

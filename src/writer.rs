@@ -51,9 +51,10 @@ use tracing::{debug, info_span};
 use crate::buffer::{Sizing, WriterToken};
 use crate::flush_tracker::TrackedShape;
 use crate::flusher::{Done, Job, Sink};
+use crate::id::display as display_id;
 use crate::log::Durable;
-use crate::registry::{display_id, Slot};
 use crate::segment::Entry;
+use crate::slot::{Open, Slot, CLOSE_BELOW};
 use crate::store::Inner;
 use crate::wait::Close;
 use crate::{Error, LogOffset, Result};
@@ -84,6 +85,9 @@ pub struct ShapeWriter {
     torn: Option<LogOffset>,
     inner: Arc<Inner>,
     slot: Arc<Slot>,
+    /// The slot's open state this writer writes (see `slot.rs`: it is the
+    /// published one for as long as this writer holds the claim).
+    open: Arc<Open>,
     token: WriterToken,
     appended: u64,
     last: LogOffset,
@@ -111,12 +115,18 @@ impl std::fmt::Debug for ShapeWriter {
 impl ShapeWriter {
     /// Takes over `slot` with `token`: flushes what a dropped predecessor
     /// committed, discards what it did not, and publishes a fresh segment.
-    pub(crate) fn open(inner: Arc<Inner>, slot: Arc<Slot>, mut token: WriterToken) -> Result<Self> {
+    pub(crate) fn open(
+        inner: Arc<Inner>,
+        slot: Arc<Slot>,
+        open: Arc<Open>,
+        mut token: WriterToken,
+    ) -> Result<Self> {
         let _span = info_span!("writer_open", shape = %display_id(&slot.id)).entered();
         let buffer_committed = token.buffer().committed();
+        let log = &open.log;
         // A predecessor whose write or sync failed left the log poisoned; cut
         // it back to what is known durable (the rest is still in memory).
-        let durable = slot.log.heal()?;
+        let durable = log.heal()?;
         let torn = torn_tail(&token, buffer_committed, &durable);
         // Entries a dropped predecessor committed but did not flush are still
         // in its segment: `take_over` writes them, discards the uncommitted
@@ -124,8 +134,14 @@ impl ShapeWriter {
         let durable = token.take_over(
             durable,
             inner.config.segment_capacity,
-            |missing, commit| slot.log.append(missing.iter(), Some(commit)),
-            || slot.log.discard_uncommitted(),
+            |missing, commit| {
+                let written = log.append(missing.iter(), Some(commit))?;
+                match written.dir {
+                    Some(ticket) => log.dir_durable(ticket),
+                    None => Ok(written.durable),
+                }
+            },
+            || log.discard_uncommitted(),
         )?;
         let tracked = inner.tracker.register(&slot.id);
         tracked.flushed(durable.last_committed);
@@ -134,6 +150,7 @@ impl ShapeWriter {
             torn,
             inner,
             slot,
+            open,
             token,
             appended: durable.committed,
             last: durable.last_committed,
@@ -244,7 +261,7 @@ impl ShapeWriter {
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
         let pending = self.token.take_pending(self.durable.entries, self.appended);
-        let (job, done) = Job::new(Arc::clone(&self.slot) as Arc<dyn Sink>, pending, commit);
+        let (job, done) = Job::new(Arc::clone(&self.open.log) as Arc<dyn Sink>, pending, commit);
         self.inner.flusher.submit(job);
         self.in_flight = Some(done);
         self.pending_bytes = 0;
@@ -311,8 +328,11 @@ impl ShapeWriter {
     pub fn flush(&mut self) -> Result<Flushed> {
         self.check()?;
         self.settle(true)?;
-        let nothing_new =
-            self.appended == self.durable.entries && self.committed == self.durable.committed;
+        // A new shape's first flush creates its file even with nothing to
+        // write: after a flush, the shape survives a restart.
+        let nothing_new = self.appended == self.durable.entries
+            && self.committed == self.durable.committed
+            && self.open.log.has_file();
         if nothing_new {
             self.last_flush = Instant::now();
             return Ok(self.flushed());
@@ -361,6 +381,12 @@ impl ShapeWriter {
         // collection here would put its cost, which grows with the number
         // of reader threads, into terminate.
         self.token.retire(&guard);
+        // An idle shape with a small log costs a few bytes instead of
+        // hundreds: close it (its next use recovers it again). We hold the
+        // writer claim, so no writer is using the state we close.
+        if self.open.log.is_small(CLOSE_BELOW) {
+            self.slot.close(&guard);
+        }
         drop(guard);
         self.broken = Some("terminated");
         self.tracked.remove();
@@ -368,6 +394,27 @@ impl ShapeWriter {
         self.slot.waiters.close(Close::Terminated, &self.inner.wake);
         debug!("terminated");
         Ok(flushed)
+    }
+
+    /// Removes the shape (see [`Store::remove`](crate::Store::remove)):
+    /// what this writer appended is discarded with it, flushed or not (the
+    /// flush tracker hears of a loss if anything was past the last durable
+    /// commit, as for a dropped writer). Readers that are reading finish
+    /// exactly; everything after gets [`Error::ShapeRemoved`].
+    ///
+    /// On error the writer is dropped and the shape stays as it was.
+    pub fn remove(mut self) -> Result<crate::Removed> {
+        // The batch in flight lands first: nothing writes the log while it
+        // is being removed.
+        let _ = self.settle(true);
+        let removed = self.inner.remove(&self.slot, Some(&self.open))?;
+        if self.appended > self.durable.committed {
+            self.tracked.crashed(self.durable.last_committed);
+        } else {
+            self.tracked.remove();
+        }
+        self.broken = Some("removed");
+        Ok(removed)
     }
 
     /// Entries appended so far (committed or not) and the last offset.
@@ -407,7 +454,7 @@ impl Drop for ShapeWriter {
                 "background flush of a dropped writer failed; the next writer recovers the shape"
             );
         }
-        if self.broken != Some("terminated") {
+        if !matches!(self.broken, Some("terminated" | "removed")) {
             // Anything past the last durable commit is not durable: report
             // it so the global durable offset does not wait for this shape.
             if self.appended > self.durable.committed {
@@ -420,7 +467,9 @@ impl Drop for ShapeWriter {
                 .waiters
                 .close(Close::WriterDropped, &self.inner.wake);
         }
-        if self.broken != Some("terminated") && self.appended > self.durable.entries {
+        if !matches!(self.broken, Some("terminated" | "removed"))
+            && self.appended > self.durable.entries
+        {
             debug!(
                 shape = %display_id(&self.slot.id),
                 unflushed = self.appended - self.durable.entries,

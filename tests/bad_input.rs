@@ -332,7 +332,10 @@ fn empty_and_over_long_shape_ids_are_rejected() {
     w.terminate().expect("terminate");
     drop(store);
     let store = Store::open(dir.path()).expect("reopen");
-    assert_eq!(store.shapes(), vec![Bytes::from(longest.clone())]);
+    assert_eq!(
+        store.shapes().expect("shapes"),
+        vec![Bytes::from(longest.clone())]
+    );
     let out = store
         .read(&longest, LogOffset::ZERO, LogOffset::MAX)
         .expect("read");

@@ -1,7 +1,7 @@
 //! Real log files with flipped or truncated bytes: reopening never panics,
 //! and whatever it serves is a prefix of what was committed (damage in the
 //! last file truncates the tail; damage anywhere else is reported as
-//! `Error::Corrupt`, never served as data).
+//! `Error::Corrupt` by the damaged shape's reads, never served as data).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -83,6 +83,8 @@ proptest! {
                 let got = match store.read("shape", LogOffset::ZERO, LogOffset::MAX) {
                     Ok(r) => r.entries,
                     Err(Error::UnknownShape(_)) => Vec::new(),
+                    // Quarantined: the shape's damage is reported, not served.
+                    Err(Error::Corrupt { .. }) => return Ok(()),
                     Err(e) => return Err(TestCaseError::fail(format!("read failed after a successful open: {e}"))),
                 };
                 prop_assert!(got.len() <= want.len());

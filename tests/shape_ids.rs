@@ -175,7 +175,12 @@ fn hostile_ids_get_their_own_logs_inside_the_store() {
 
     // Reopen: every id is found again, with its own data, and carries on.
     let store = Store::open_with(&root, cfg).expect("reopen");
-    let found: BTreeSet<Vec<u8>> = store.shapes().iter().map(|b| b.to_vec()).collect();
+    let found: BTreeSet<Vec<u8>> = store
+        .shapes()
+        .expect("shapes")
+        .iter()
+        .map(|b| b.to_vec())
+        .collect();
     let expected: BTreeSet<Vec<u8>> = ids.iter().cloned().collect();
     assert_eq!(found, expected, "ids read back from the files");
     for (i, id) in ids.iter().enumerate() {

@@ -49,6 +49,17 @@ pub trait Fs: Send + Sync + Debug {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FsFile>>;
     /// The paths of the entries of `dir`.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Calls `each` with the name of every entry of `dir`. The default
+    /// lists through [`Fs::read_dir`]; implementations may stream (a store
+    /// of a million shapes lists a million names when it opens).
+    fn list(&self, dir: &Path, each: &mut dyn FnMut(&std::ffi::OsStr)) -> io::Result<()> {
+        for p in self.read_dir(dir)? {
+            if let Some(name) = p.file_name() {
+                each(name);
+            }
+        }
+        Ok(())
+    }
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Atomically renames `from` to `to`, replacing `to`.
@@ -132,6 +143,12 @@ impl Fs for RealFs {
         std::fs::read_dir(dir)?
             .map(|e| e.map(|e| e.path()))
             .collect()
+    }
+    fn list(&self, dir: &Path, each: &mut dyn FnMut(&std::ffi::OsStr)) -> io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            each(&e?.file_name());
+        }
+        Ok(())
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)

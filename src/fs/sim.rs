@@ -126,6 +126,10 @@ struct State {
     hook: Option<(Op, u64, Hook)>,
     power_cut_at: Option<u64>,
     powered_off: bool,
+    /// File handles alive now (what a real file system counts as open
+    /// descriptors), and the most ever alive at once.
+    handles: usize,
+    peak_handles: usize,
     /// Paths locked by [`Fs::lock`] (not file-system operations: never
     /// counted, failed or cut; a power loss releases them all).
     locked: std::collections::BTreeSet<PathBuf>,
@@ -214,6 +218,35 @@ impl SimFs {
         self.lock().per_kind.get(&op).copied().unwrap_or(0)
     }
 
+    /// File handles ([`Fs::create`], [`Fs::open`]) alive now: what a real
+    /// file system would count as open descriptors.
+    pub fn open_handles(&self) -> usize {
+        self.lock().handles
+    }
+
+    /// The most file handles alive at once since the file system was made
+    /// or [`SimFs::reset_peak_open_handles`] last ran.
+    pub fn peak_open_handles(&self) -> usize {
+        self.lock().peak_handles
+    }
+
+    /// Restarts [`SimFs::peak_open_handles`] from the handles alive now.
+    pub fn reset_peak_open_handles(&self) {
+        let mut s = self.lock();
+        s.peak_handles = s.handles;
+    }
+
+    /// A handle on inode `ino`, counted until it drops.
+    fn handle(&self, mut s: MutexGuard<'_, State>, ino: usize) -> Arc<dyn FsFile> {
+        s.handles += 1;
+        s.peak_handles = s.peak_handles.max(s.handles);
+        drop(s);
+        Arc::new(SimFile {
+            fs: self.clone(),
+            ino,
+        })
+    }
+
     /// The file system a reboot finds after a power cut now: only durable
     /// directory entries, each file's durable image extended by at most
     /// `torn` bytes of its unsynced tail. The result is a separate file
@@ -297,6 +330,12 @@ struct SimFile {
     ino: usize,
 }
 
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        self.fs.lock().handles -= 1;
+    }
+}
+
 impl FsFile for SimFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         let s = self.fs.begin(Op::Read)?;
@@ -372,21 +411,13 @@ impl Fs for SimFs {
         s.inodes.push(Inode::default());
         let ino = s.inodes.len() - 1;
         s.names.insert(path.to_path_buf(), ino);
-        drop(s);
-        Ok(Arc::new(SimFile {
-            fs: self.clone(),
-            ino,
-        }))
+        Ok(self.handle(s, ino))
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
         let s = self.begin(Op::Open)?;
         let ino = Self::inode_of(&s, path)?;
-        drop(s);
-        Ok(Arc::new(SimFile {
-            fs: self.clone(),
-            ino,
-        }))
+        Ok(self.handle(s, ino))
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -396,6 +427,16 @@ impl Fs for SimFs {
             .filter(|p| p.parent() == Some(dir))
             .cloned()
             .collect())
+    }
+
+    fn list(&self, dir: &Path, each: &mut dyn FnMut(&std::ffi::OsStr)) -> io::Result<()> {
+        let names: Vec<PathBuf> = self.read_dir(dir)?;
+        for p in &names {
+            if let Some(n) = p.file_name() {
+                each(n);
+            }
+        }
+        Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {

@@ -1,5 +1,5 @@
-//! One log file: its header facts, its shared handle, its sparse index, and
-//! a cursor that reads its records in order.
+//! One log file: its header facts, its entry in the descriptor cache, its
+//! sparse index, and a cursor that reads its records in order.
 //!
 //! # Invariants
 //!
@@ -10,12 +10,13 @@
 //! - The cursor never reads beyond what its caller asks for, and validates
 //!   every record it returns (length bound and checksum).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::fs::FsFile;
+use crate::log::descriptors::{self, Descriptors, Lease, Mode};
 use crate::log::record::{self, Bad, Record};
 use crate::{Error, LogOffset, Result};
 
@@ -34,30 +35,51 @@ pub(crate) struct LogFile {
     pub(crate) start: u64,
     /// The offset of entry `start - 1`.
     pub(crate) base: LogOffset,
-    pub(crate) path: PathBuf,
-    pub(crate) file: Arc<dyn FsFile>,
+    /// The header's length: where the records start.
+    pub(crate) data_start: u64,
+    /// The file's entry in the store's descriptor cache.
+    fd: Arc<descriptors::Slot>,
     index: RwLock<Vec<IndexPoint>>,
 }
 
 impl LogFile {
-    pub(crate) fn new(
-        start: u64,
-        base: LogOffset,
-        path: PathBuf,
-        file: Arc<dyn FsFile>,
-        data_start: u64,
-    ) -> Self {
+    pub(crate) fn new(start: u64, base: LogOffset, data_start: u64) -> Self {
         LogFile {
             start,
             base,
-            path,
-            file,
+            data_start,
+            fd: Arc::default(),
             index: RwLock::new(vec![IndexPoint {
                 seq: start,
                 pos: data_start,
                 prev: base,
             }]),
         }
+    }
+
+    /// The record of a file that was opened (and whose header was read)
+    /// through `probe`'s cache entry, which it takes over.
+    pub(crate) fn with_slot(start: u64, base: LogOffset, data_start: u64, probe: LogFile) -> Self {
+        let mut f = LogFile::new(start, base, data_start);
+        f.fd = probe.fd;
+        f
+    }
+
+    /// The file's descriptor, through the cache (`path` is where the file
+    /// is; `Mode::Create` creates it).
+    pub(crate) fn lease(
+        &self,
+        cache: &Descriptors,
+        path: &Path,
+        mode: Mode,
+    ) -> std::io::Result<Lease> {
+        cache.get(&self.fd, path, mode)
+    }
+
+    /// Drops the cache's descriptor of this file (it closes once its
+    /// leases end).
+    pub(crate) fn forget(&self) {
+        Descriptors::forget(&self.fd);
     }
 
     pub(crate) fn push_index(&self, point: IndexPoint) {
@@ -92,14 +114,6 @@ impl LogFile {
         let i = idx.partition_point(|p| p.prev <= after);
         idx[i.saturating_sub(1)]
     }
-
-    pub(crate) fn cursor(&self, pos: u64) -> Cursor<'_> {
-        Cursor {
-            file: self,
-            pos,
-            buf: Bytes::new(),
-        }
-    }
 }
 
 /// What a cursor found where it expected a record.
@@ -114,7 +128,9 @@ pub(crate) enum Next {
 
 /// Reads the records of one file in order, in chunks.
 pub(crate) struct Cursor<'a> {
-    file: &'a LogFile,
+    file: &'a dyn FsFile,
+    /// For errors.
+    path: &'a Path,
     /// File position of `buf[0]`.
     pos: u64,
     buf: Bytes,
@@ -122,7 +138,17 @@ pub(crate) struct Cursor<'a> {
 
 const CHUNK: usize = 64 << 10;
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    /// A cursor over `file` (at `path`) from byte `pos`.
+    pub(crate) fn new(file: &'a dyn FsFile, path: &'a Path, pos: u64) -> Self {
+        Cursor {
+            file,
+            path,
+            pos,
+            buf: Bytes::new(),
+        }
+    }
+
     /// The file position of the next record.
     pub(crate) fn pos(&self) -> u64 {
         self.pos
@@ -153,9 +179,8 @@ impl Cursor<'_> {
                     while filled < want {
                         let n = self
                             .file
-                            .file
                             .read_at(&mut more[filled..], at + (filled - have) as u64)
-                            .map_err(Error::io("read", &self.file.path))?;
+                            .map_err(Error::io("read", self.path))?;
                         if n == 0 {
                             break;
                         }

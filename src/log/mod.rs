@@ -6,42 +6,59 @@
 //! that is rebuilt from the records on open, so there is no index file to
 //! lose or corrupt. See docs/format.md for the bytes.
 //!
+//! A log holds no file descriptor of its own: every file is opened through
+//! the store's descriptor cache ([`descriptors`]) for the time one read,
+//! flush or recovery uses it.
+//!
 //! # Invariants
 //!
-//! - Files are named `<stem>.<start>.log`, where `<stem>` is the shape's
-//!   file stem (never derived from the id's bytes, see `store`) and `<start>`
+//! - Files are named `<stem>.<start>.log` ([`catalog`]), where `<stem>` is
+//!   the shape's file stem (never derived from the id's bytes) and `<start>`
 //!   the entry number of the file's first entry, zero-padded to 20 digits.
+//! - A new shape has no file: its first flush creates it, writing the
+//!   header and the batch in one write and one sync; the directory entry
+//!   becomes durable with a (grouped) directory sync ([`dir_sync`]) before
+//!   the batch counts as durable ([`ShapeLog::dir_durable`]). A crash before
+//!   that leaves no file, or a file whose header recovery discards, or a
+//!   valid file holding only what was synced: never a half-created shape
+//!   read as data.
 //! - Within a batch, the commit record (if the batch commits anything) comes
 //!   right after the last committed entry, so every record after the last
 //!   commit record of the log is an uncommitted entry; discarding them is a
 //!   truncation of the last file.
 //! - A new file is started only when everything on disk is committed, so
 //!   the uncommitted tail always lies in the last file.
-//! - Every new file is synced, then its directory is synced, before any
-//!   entry in it counts as durable.
 //! - Collection removes a prefix of the files, oldest first; a read that
 //!   starts below the earliest remaining offset is refused with
 //!   [`Error::OffsetCollected`] instead of being answered with a gap.
 //! - A failed write or sync poisons the log: nothing more is appended until
 //!   the shape is recovered again, and the durable counts do not move.
 
+pub(crate) mod catalog;
+pub(crate) mod descriptors;
+pub(crate) mod dir_sync;
 mod file;
 pub(crate) mod record;
 mod recovery;
 
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tracing::{debug, info_span, warn};
 
 use crate::fs::Fs;
+use crate::id;
 use crate::segment::Entry;
 use crate::{Error, LogOffset, Result};
+use catalog::{Catalog, Stem};
+use descriptors::{Descriptors, Lease, Mode};
+use dir_sync::{DirSync, Ticket};
 use file::{IndexPoint, LogFile, Next};
 use record::Record;
 
-pub(crate) use recovery::{list_logs, recover};
+pub(crate) use recovery::{read_id, recover, HeaderRead};
 
 /// Log layout settings.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +67,73 @@ pub(crate) struct LogConfig {
     pub(crate) file_bytes: u64,
     /// One sparse index point per this many bytes of records.
     pub(crate) index_interval: u64,
+}
+
+/// What every log of a store shares: the directory, its catalog and its
+/// grouped syncs, the descriptor cache, the layout settings.
+#[derive(Debug)]
+pub(crate) struct LogCtx {
+    pub(crate) dir: PathBuf,
+    pub(crate) cfg: LogConfig,
+    pub(crate) descriptors: Descriptors,
+    pub(crate) dir_sync: DirSync,
+    pub(crate) catalog: Catalog,
+}
+
+impl LogCtx {
+    pub(crate) fn new(
+        dir: PathBuf,
+        cfg: LogConfig,
+        fs: Arc<dyn Fs>,
+        max_open_files: usize,
+    ) -> Self {
+        LogCtx {
+            dir_sync: DirSync::new(dir.clone()),
+            dir,
+            cfg,
+            descriptors: Descriptors::new(fs, max_open_files),
+            catalog: Catalog::new(),
+        }
+    }
+
+    pub(crate) fn fs(&self) -> &dyn Fs {
+        &**self.descriptors.fs()
+    }
+
+    /// The path of `stem`'s file starting at entry `start`.
+    pub(crate) fn path(&self, stem: Stem, start: u64) -> PathBuf {
+        self.dir.join(stem.file_name(start))
+    }
+
+    /// Syncs the directory (grouped with any sync under way).
+    pub(crate) fn sync_dir(&self) -> Result<()> {
+        self.dir_sync.sync(self.fs())
+    }
+}
+
+/// The files of a closed log: the entry number each starts at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Files {
+    /// One file, starting at entry 0 (almost every shape: no allocation).
+    Zero,
+    /// Any other set, in order.
+    List(Box<[u64]>),
+}
+
+impl Files {
+    pub(crate) fn from_starts(starts: &[u64]) -> Files {
+        match starts {
+            [0] => Files::Zero,
+            _ => Files::List(starts.into()),
+        }
+    }
+
+    pub(crate) fn starts(&self) -> &[u64] {
+        match self {
+            Files::Zero => &[0],
+            Files::List(v) => v,
+        }
+    }
 }
 
 /// What is durable in a log.
@@ -65,7 +149,17 @@ pub(crate) struct Durable {
     pub(crate) last_committed: LogOffset,
 }
 
-/// Writer-side state; only the shape's writer locks it.
+/// What an append wrote: what is durable now, once `dir` (the directory
+/// entry of a file the append created) is durable too.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Appended {
+    pub(crate) durable: Durable,
+    /// Wait for this with [`ShapeLog::dir_durable`] before counting the
+    /// batch as durable.
+    pub(crate) dir: Option<Ticket>,
+}
+
+/// Writer-side state; only the shape's writer (or its flusher job) locks it.
 #[derive(Debug)]
 struct WriteState {
     durable: Durable,
@@ -77,85 +171,57 @@ struct WriteState {
     /// Bytes written since the last index point.
     since_index: u64,
     poisoned: bool,
+    /// The last file's directory entry is not known durable yet.
+    dir: Option<Ticket>,
 }
 
 #[derive(Debug)]
 pub(crate) struct ShapeLog {
+    ctx: Arc<LogCtx>,
     id: Bytes,
-    stem: String,
-    dir: PathBuf,
-    fs: Arc<dyn Fs>,
-    cfg: LogConfig,
+    stem: Stem,
+    /// Empty until the first flush of a new shape creates its first file.
     files: RwLock<Vec<Arc<LogFile>>>,
     write: Mutex<WriteState>,
-}
-
-/// Where a log lives and what it belongs to.
-struct Where<'a> {
-    fs: Arc<dyn Fs>,
-    dir: &'a Path,
-    stem: String,
-    id: Bytes,
-    cfg: LogConfig,
-}
-
-fn file_name(stem: &str, start: u64) -> String {
-    format!("{stem}.{start:020}.log")
+    /// Collected files (unlisted, oldest first) waiting for the reads that
+    /// resolved them to end before they are deleted ([`ShapeLog::reap`]).
+    doomed: Mutex<VecDeque<Arc<LogFile>>>,
+    /// The shape was removed: the last owner of the log deletes its files
+    /// (Relaxed: that owner's drop is ordered after the store by the
+    /// reference count's release and acquire).
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl ShapeLog {
-    /// Creates the first file of a new shape's log.
-    pub(crate) fn create(
-        fs: Arc<dyn Fs>,
-        dir: &Path,
-        stem: String,
-        id: Bytes,
-        cfg: LogConfig,
-    ) -> Result<ShapeLog> {
-        let log = ShapeLog {
-            id,
-            stem,
-            dir: dir.to_path_buf(),
-            fs,
-            cfg,
-            files: RwLock::new(Vec::new()),
-            write: Mutex::new(WriteState {
-                durable: Durable::default(),
-                end: 0,
-                commit_end: 0,
-                since_index: 0,
-                poisoned: false,
-            }),
-        };
-        let (file, data_start) = log.new_file(0, LogOffset::ZERO)?;
-        log.files_mut().push(Arc::new(file));
-        let mut w = log.state();
-        w.end = data_start;
-        w.commit_end = data_start;
-        drop(w);
-        Ok(log)
+    /// The log of a new shape: no file until its first flush.
+    pub(crate) fn new(ctx: Arc<LogCtx>, id: Bytes, stem: Stem) -> ShapeLog {
+        ShapeLog::from_parts(ctx, id, stem, Vec::new(), Durable::default(), 0)
     }
 
-    fn from_parts(at: Where, files: Vec<Arc<LogFile>>, durable: Durable, end: u64) -> ShapeLog {
+    fn from_parts(
+        ctx: Arc<LogCtx>,
+        id: Bytes,
+        stem: Stem,
+        files: Vec<Arc<LogFile>>,
+        durable: Durable,
+        end: u64,
+    ) -> ShapeLog {
         ShapeLog {
-            id: at.id,
-            stem: at.stem,
-            dir: at.dir.to_path_buf(),
-            fs: at.fs,
-            cfg: at.cfg,
+            ctx,
+            id,
+            stem,
             files: RwLock::new(files),
+            doomed: Mutex::default(),
+            removed: std::sync::atomic::AtomicBool::new(false),
             write: Mutex::new(WriteState {
                 durable,
                 end,
                 commit_end: end,
                 since_index: 0,
                 poisoned: false,
+                dir: None,
             }),
         }
-    }
-
-    pub(crate) fn id(&self) -> &Bytes {
-        &self.id
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
@@ -181,51 +247,79 @@ impl ShapeLog {
         self.state().durable
     }
 
-    /// Creates, syncs and registers in the directory a new file whose first
-    /// entry is number `start`.
-    fn new_file(&self, start: u64, base: LogOffset) -> Result<(LogFile, u64)> {
-        let path = self.dir.join(file_name(&self.stem, start));
-        let header = record::Header {
-            start,
-            base,
-            id: self.id.clone(),
+    /// The starts of the log's files (for a closed shape to reopen from).
+    pub(crate) fn files_now(&self) -> Files {
+        let starts: Vec<u64> = self.files().iter().map(|f| f.start).collect();
+        Files::from_starts(&starts)
+    }
+
+    /// Makes the shape's removal durable (a tombstone, if it has files on
+    /// disk) and marks the log removed: its files are deleted when its last
+    /// owner (the shape's state, or a read in flight) lets it go. The
+    /// caller holds the shape's writer claim.
+    pub(crate) fn remove(&self) -> Result<()> {
+        if self.has_file() {
+            write_tombstone(&self.ctx, self.stem)?;
         }
-        .encode();
-        let f = match self.fs.create(&path) {
-            // A roll that failed after creating the file left an orphan that
-            // no list refers to: replace it.
+        // Nothing is appended to a removed log.
+        self.state().poisoned = true;
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the log has a file yet (a new shape's has none until its
+    /// first flush).
+    pub(crate) fn has_file(&self) -> bool {
+        !self.files().is_empty()
+    }
+
+    /// Whether the log is one file of at most `bytes` (cheap to recover
+    /// again: a closed shape costs a few bytes, an open one hundreds).
+    pub(crate) fn is_small(&self, bytes: u64) -> bool {
+        let w = self.state();
+        self.files().len() <= 1 && w.end <= bytes && !w.poisoned && w.dir.is_none()
+    }
+
+    fn lease(&self, file: &LogFile) -> Result<Lease> {
+        let path = self.ctx.path(self.stem, file.start);
+        file.lease(&self.ctx.descriptors, &path, Mode::Open)
+            .map_err(Error::io("open", &path))
+    }
+
+    /// Creates the file whose first entry is number `start`, replacing an
+    /// orphan a failed roll left (no list refers to it).
+    fn create_file(&self, file: &LogFile) -> Result<Lease> {
+        let path = self.ctx.path(self.stem, file.start);
+        match file.lease(&self.ctx.descriptors, &path, Mode::Create) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                self.fs
+                self.ctx
+                    .fs()
                     .remove_file(&path)
                     .map_err(Error::io("remove orphan", &path))?;
-                self.fs.create(&path)
+                file.lease(&self.ctx.descriptors, &path, Mode::Create)
             }
             r => r,
         }
-        .map_err(Error::io("create", &path))?;
-        f.write_all_at(&header, 0)
-            .map_err(Error::io("write header", &path))?;
-        f.sync_data().map_err(Error::io("sync", &path))?;
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(Error::io("sync directory", &self.dir))?;
-        let data_start = header.len() as u64;
-        Ok((LogFile::new(start, base, path, f, data_start), data_start))
+        .map_err(Error::io("create", &path))
     }
 
     /// Appends `entries` (numbered from the log's current entry count) and,
     /// if `commit` is given, a commit record making entries
     /// `[0, commit.0)` committed; then syncs. On success every record is
-    /// durable. On failure the log is poisoned.
+    /// durable once [`Appended::dir`] is (see [`ShapeLog::dir_durable`]).
+    /// On failure the log is poisoned. A log with no file yet gets its
+    /// first one, even for an empty batch (an explicit flush of a new shape
+    /// makes the shape durable).
     pub(crate) fn append<'a>(
         &self,
         entries: impl ExactSizeIterator<Item = &'a Entry> + Clone,
         commit: Option<(u64, LogOffset)>,
-    ) -> Result<Durable> {
+    ) -> Result<Appended> {
         let mut w = self.state();
         if w.poisoned {
             return Err(Error::WriterClosed {
-                shape: crate::registry::display_id(&self.id),
+                shape: id::display(&self.id),
                 reason: "an earlier write or sync of its log failed; reopen the shape to recover",
             });
         }
@@ -234,20 +328,21 @@ impl ShapeLog {
         if let Some((c, _)) = commit {
             debug_assert!(c >= w.durable.committed && c >= first && c <= first + n as u64);
         }
-        // Roll to a new file only when nothing on disk is uncommitted, so the
-        // uncommitted tail stays in the last file.
-        if w.end >= self.cfg.file_bytes && w.durable.committed == w.durable.entries {
-            let (file, data_start) = self.new_file(first, w.durable.last).inspect_err(|_| {
-                w.poisoned = true;
-            })?;
-            self.files_mut().push(Arc::new(file));
-            w.end = data_start;
-            w.commit_end = data_start;
-            w.since_index = 0;
+        let empty = n == 0 && commit.is_none();
+        // A new shape's first file, or a roll to a new file (only when
+        // nothing on disk is uncommitted, so the uncommitted tail stays in
+        // the last file).
+        let no_file = self.files().is_empty();
+        let roll = no_file
+            || (!empty
+                && w.end >= self.ctx.cfg.file_bytes
+                && w.durable.committed == w.durable.entries);
+        if empty && !roll {
+            return Ok(Appended {
+                durable: w.durable,
+                dir: w.dir,
+            });
         }
-        let file = Arc::clone(self.files().last().expect("a log always has a file"));
-
-        let split = commit.map_or(0, |(c, _)| (c - first) as usize);
         let mut buf = Vec::with_capacity(
             entries
                 .clone()
@@ -255,21 +350,36 @@ impl ShapeLog {
                 .sum::<usize>()
                 + 33,
         );
+        let (file, at) = if roll {
+            let header = record::Header {
+                start: first,
+                base: w.durable.last,
+                id: self.id.clone(),
+            }
+            .encode();
+            buf.extend_from_slice(&header);
+            let file = Arc::new(LogFile::new(first, w.durable.last, header.len() as u64));
+            (file, 0)
+        } else {
+            let last = Arc::clone(self.files().last().expect("a log with data has a file"));
+            (last, w.end)
+        };
+        let split = commit.map_or(0, |(c, _)| (c - first) as usize);
         let mut points = Vec::new();
-        let mut since = w.since_index;
+        let mut since = if roll { 0 } else { w.since_index };
         let mut prev = w.durable.last;
         let mut commit_end = None;
         for (i, e) in entries.enumerate() {
             if i == split {
                 if let Some((c, last)) = commit {
                     record::put_commit(&mut buf, c, last);
-                    commit_end = Some(w.end + buf.len() as u64);
+                    commit_end = Some(at + buf.len() as u64);
                 }
             }
-            if since >= self.cfg.index_interval {
+            if since >= self.ctx.cfg.index_interval {
                 points.push(IndexPoint {
                     seq: first + i as u64,
-                    pos: w.end + buf.len() as u64,
+                    pos: at + buf.len() as u64,
                     prev,
                 });
                 since = 0;
@@ -282,26 +392,36 @@ impl ShapeLog {
         if split == n {
             if let Some((c, last)) = commit {
                 record::put_commit(&mut buf, c, last);
-                commit_end = Some(w.end + buf.len() as u64);
+                commit_end = Some(at + buf.len() as u64);
             }
         }
-        if buf.is_empty() {
-            return Ok(w.durable);
+        let res = if roll {
+            self.create_file(&file)
+        } else {
+            self.lease(&file)
         }
-        let res = file
-            .file
-            .write_all_at(&buf, w.end)
-            .map_err(Error::io("write", &file.path))
-            .and_then(|()| file.file.sync_data().map_err(Error::io("sync", &file.path)));
+        .and_then(|fd| {
+            let path = || self.ctx.path(self.stem, file.start);
+            fd.write_all_at(&buf, at)
+                .map_err(|e| Error::io("write", path())(e))?;
+            fd.sync_data().map_err(|e| Error::io("sync", path())(e))
+        });
         if let Err(e) = res {
-            warn!(shape = %crate::registry::display_id(&self.id), error = %e, "log write failed; writer poisoned");
+            warn!(shape = %id::display(&self.id), error = %e, "log write failed; writer poisoned");
             w.poisoned = true;
             return Err(e);
+        }
+        if roll {
+            // Durable once the directory is: the caller waits for it.
+            w.dir = Some(self.ctx.dir_sync.created());
+            w.end = file.data_start;
+            w.commit_end = file.data_start;
+            self.files_mut().push(Arc::clone(&file));
         }
         for p in points {
             file.push_index(p);
         }
-        w.end += buf.len() as u64;
+        w.end = at + buf.len() as u64;
         w.since_index = since;
         if let Some(ce) = commit_end {
             w.commit_end = ce;
@@ -312,25 +432,59 @@ impl ShapeLog {
             w.durable.committed = c;
             w.durable.last_committed = last;
         }
-        Ok(w.durable)
+        Ok(Appended {
+            durable: w.durable,
+            dir: w.dir,
+        })
+    }
+
+    /// Returns once the directory entry of the log's last file is durable
+    /// (the file an append created; grouped with other creations), and
+    /// what is durable then. A failed directory sync poisons the log.
+    pub(crate) fn dir_durable(&self, ticket: Ticket) -> Result<Durable> {
+        let res = self.ctx.dir_sync.wait(self.ctx.fs(), ticket);
+        let mut w = self.state();
+        match res {
+            Ok(()) => {
+                if w.dir == Some(ticket) {
+                    w.dir = None;
+                }
+                Ok(w.durable)
+            }
+            Err(e) => {
+                w.poisoned = true;
+                Err(e)
+            }
+        }
     }
 
     /// Clears a poisoned log so a new writer can continue: the bytes after
     /// the last batch known to be durable cannot be trusted after a failed
     /// write or sync (a failed fsync may drop dirty pages and report success
     /// later), so they are cut off and will be rewritten from memory by the
-    /// writer. No-op when the log is healthy.
+    /// writer; a directory entry whose sync failed is synced again. No-op
+    /// when the log is healthy.
     pub(crate) fn heal(&self) -> Result<Durable> {
         let mut w = self.state();
         if !w.poisoned {
             return Ok(w.durable);
         }
-        let file = Arc::clone(self.files().last().expect("a log always has a file"));
-        let _span = info_span!("heal", shape = %crate::registry::display_id(&self.id)).entered();
-        file.file
-            .set_len(w.end)
-            .and_then(|()| file.file.sync_data())
-            .map_err(Error::io("truncate", &file.path))?;
+        let _span = info_span!("heal", shape = %id::display(&self.id)).entered();
+        let Some(file) = self.files().last().cloned() else {
+            // The first file's creation failed: nothing is on disk.
+            w.poisoned = false;
+            return Ok(w.durable);
+        };
+        let path = self.ctx.path(self.stem, file.start);
+        let fd = self.lease(&file)?;
+        fd.set_len(w.end)
+            .and_then(|()| fd.sync_data())
+            .map_err(Error::io("truncate", &path))?;
+        drop(fd);
+        if w.dir.is_some() {
+            self.ctx.sync_dir()?;
+            w.dir = None;
+        }
         file.truncate_index(w.end);
         w.poisoned = false;
         debug!(
@@ -347,15 +501,14 @@ impl ShapeLog {
         if w.durable.entries == w.durable.committed || w.poisoned {
             return Ok(w.durable);
         }
-        let file = Arc::clone(self.files().last().expect("a log always has a file"));
-        let _span =
-            info_span!("discard_uncommitted", shape = %crate::registry::display_id(&self.id))
-                .entered();
-        let res = file
-            .file
-            .set_len(w.commit_end)
-            .and_then(|()| file.file.sync_data())
-            .map_err(Error::io("truncate", &file.path));
+        let file = Arc::clone(self.files().last().expect("a log with entries has a file"));
+        let _span = info_span!("discard_uncommitted", shape = %id::display(&self.id)).entered();
+        let path = self.ctx.path(self.stem, file.start);
+        let res = self.lease(&file).and_then(|fd| {
+            fd.set_len(w.commit_end)
+                .and_then(|()| fd.sync_data())
+                .map_err(Error::io("truncate", &path))
+        });
         if let Err(e) = res {
             w.poisoned = true;
             return Err(e);
@@ -381,38 +534,81 @@ impl ShapeLog {
     ///
     /// - files are unlisted first, so no read that starts later resolves
     ///   them; such a read that needs them gets [`Error::OffsetCollected`];
-    /// - a read that resolved a file before it was unlisted holds its open
-    ///   handle and finishes from it (positional reads on an open handle do
-    ///   not need the directory entry), so it returns exactly the right data;
-    /// - files are removed oldest first with a directory sync after each, so
-    ///   a crash leaves a prefix removed, never a gap.
+    /// - a read that resolved a file before it was unlisted holds a
+    ///   reference to it, and the file is deleted only once no read holds
+    ///   one (the last such read deletes it as it ends, [`ShapeLog::reap`]),
+    ///   so such a read finishes from the file, exactly;
+    /// - files are deleted oldest first with a directory sync after each
+    ///   (a file waits for its older siblings), so a crash leaves a prefix
+    ///   deleted, never a gap; a crash before they are deleted leaves them
+    ///   listed again after the restart (collection undone, never beyond
+    ///   what the host allowed).
     pub(crate) fn collect_before(&self, upto: LogOffset) -> Result<usize> {
-        // Serialise with the writer's rolls (which push files).
-        let _w = self.state();
-        let victims: Vec<Arc<LogFile>> = {
+        let n = {
+            // Serialise with the writer's rolls (which push files).
+            let _w = self.state();
             let mut files = self.files_mut();
             let n = files.windows(2).take_while(|w| w[1].base <= upto).count();
-            files.drain(..n).collect()
+            let mut doomed = self.doomed();
+            doomed.extend(files.drain(..n));
+            n
         };
-        let _span = info_span!("collect", shape = %crate::registry::display_id(&self.id), files = victims.len()).entered();
-        for v in &victims {
-            self.fs
-                .remove_file(&v.path)
-                .map_err(Error::io("remove", &v.path))?;
-            self.fs
-                .sync_dir(&self.dir)
-                .map_err(Error::io("sync directory", &self.dir))?;
+        if n > 0 {
+            debug!(shape = %id::display(&self.id), files = n, "log files collected");
         }
-        if !victims.is_empty() {
-            debug!(removed = victims.len(), "log files collected");
+        self.reap()?;
+        Ok(n)
+    }
+
+    fn doomed(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<LogFile>>> {
+        self.doomed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Deletes collected files that no read holds any more, oldest first,
+    /// stopping at the first one still held (see
+    /// [`ShapeLog::collect_before`]).
+    pub(crate) fn reap(&self) -> Result<()> {
+        let mut doomed = self.doomed();
+        while let Some(f) = doomed.front() {
+            if Arc::strong_count(f) > 1 {
+                break;
+            }
+            let path = self.ctx.path(self.stem, f.start);
+            f.forget();
+            let _span = info_span!("reap", path = %path.display()).entered();
+            self.ctx
+                .fs()
+                .remove_file(&path)
+                .map_err(Error::io("remove", &path))?;
+            self.ctx.sync_dir()?;
+            doomed.pop_front();
         }
-        Ok(victims.len())
+        Ok(())
     }
 
     /// Appends to `out` the entries numbered below `limit` whose offsets lie
     /// in `(after, upto]`, in order. `limit` must not exceed the durable
-    /// entry count.
+    /// entry count. Deletes the files a collection left to it (see
+    /// [`ShapeLog::collect_before`]).
     pub(crate) fn read(
+        &self,
+        after: LogOffset,
+        upto: LogOffset,
+        limit: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<()> {
+        let res = self.read_files(after, upto, limit, out);
+        if !self.doomed().is_empty() {
+            if let Err(e) = self.reap() {
+                warn!(error = %e, "deleting collected log files failed; the next collection retries");
+            }
+        }
+        res
+    }
+
+    fn read_files(
         &self,
         after: LogOffset,
         upto: LogOffset,
@@ -439,7 +635,11 @@ impl ShapeLog {
             let end = files.get(i + 1).map_or(limit, |n| n.start.min(limit));
             let point = f.seek(after);
             let mut seq = point.seq;
-            let mut cur = f.cursor(point.pos);
+            let path = self.ctx.path(self.stem, f.start);
+            // One descriptor at a time (the cache's rule): this file's
+            // lease is dropped before the next file's is taken.
+            let fd = self.lease(f)?;
+            let mut cur = file::Cursor::new(&*fd, &path, point.pos);
             while seq < end {
                 match cur.next()? {
                     Next::Record(Record::Entry { offset, payload }, _) => {
@@ -454,7 +654,7 @@ impl ShapeLog {
                     Next::Record(Record::Commit { .. }, _) => {}
                     Next::End | Next::Bad(_) => {
                         return Err(Error::Corrupt {
-                            path: f.path.clone(),
+                            path: path.clone(),
                             detail: format!(
                                 "entry {seq} missing at byte {} (below the durable count {limit})",
                                 cur.pos()
@@ -465,5 +665,92 @@ impl ShapeLog {
             }
         }
         Ok(())
+    }
+}
+
+/// Makes the removal of shape `stem` durable: creates its tombstone and
+/// syncs the directory. From then on a restart completes the removal
+/// ([`finish_removals`]) instead of finding the shape.
+pub(crate) fn write_tombstone(ctx: &LogCtx, stem: Stem) -> Result<()> {
+    let path = ctx.dir.join(stem.tombstone_name());
+    let file = LogFile::new(0, LogOffset::ZERO, 0);
+    match file.lease(&ctx.descriptors, &path, Mode::Create) {
+        Ok(fd) => drop(fd),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create", &path)(e)),
+    }
+    file.forget();
+    ctx.sync_dir()
+}
+
+/// Deletes every file of `stem` (in `files`) and its tombstone, if any,
+/// syncs the directory, and frees the stem for new shapes: the last step of
+/// a removal, or the clearing away of a shape whose first flush never
+/// completed. The stem is freed only once nothing of it can come back
+/// after a crash (a tombstone left behind would delete a new shape's files
+/// on the next open).
+pub(crate) fn discard_stem(ctx: &LogCtx, stem: Stem, files: &Files) -> Result<()> {
+    let fs = ctx.fs();
+    let gone = |r: std::io::Result<()>| match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    for &start in files.starts() {
+        let path = ctx.path(stem, start);
+        gone(fs.remove_file(&path)).map_err(Error::io("remove", &path))?;
+    }
+    ctx.sync_dir()?;
+    let tomb = ctx.dir.join(stem.tombstone_name());
+    gone(fs.remove_file(&tomb)).map_err(Error::io("remove", &tomb))?;
+    ctx.sync_dir()?;
+    ctx.catalog.release(stem);
+    Ok(())
+}
+
+/// Completes the removals a crash interrupted: the stems with a tombstone
+/// (listed at open) lose every file.
+pub(crate) fn finish_removals(ctx: &LogCtx, tombstones: &[Stem]) -> Result<()> {
+    for &stem in tombstones {
+        let files = ctx.catalog.take(stem).unwrap_or(Files::List(Box::new([])));
+        warn!(%stem, "completing a removal that a crash interrupted");
+        discard_stem(ctx, stem, &files)?;
+    }
+    Ok(())
+}
+
+impl Drop for ShapeLog {
+    fn drop(&mut self) {
+        if self.removed.load(std::sync::atomic::Ordering::Relaxed) {
+            // The last reader of a removed shape is done: delete it.
+            let mut starts: Vec<u64> = self.doomed().iter().map(|f| f.start).collect();
+            for f in self.doomed().drain(..).chain(self.files_mut().drain(..)) {
+                f.forget();
+                starts.push(f.start);
+            }
+            starts.sort_unstable();
+            starts.dedup();
+            // No file: no tombstone either (`ShapeLog::remove`).
+            let res = if starts.is_empty() {
+                self.ctx.catalog.release(self.stem);
+                Ok(())
+            } else {
+                discard_stem(&self.ctx, self.stem, &Files::from_starts(&starts))
+            };
+            match res {
+                Ok(()) => debug!(shape = %id::display(&self.id), "removed shape's files deleted"),
+                Err(e) => {
+                    warn!(shape = %id::display(&self.id), error = %e, "deleting a removed shape's files failed; the next open completes it")
+                }
+            }
+            return;
+        }
+        // Nobody reads this log any more: delete what collection left, and
+        // close the cached descriptors.
+        if let Err(e) = self.reap() {
+            warn!(error = %e, "deleting collected log files failed; they come back after a restart");
+        }
+        for f in self.files().iter() {
+            f.forget();
+        }
     }
 }

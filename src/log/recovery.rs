@@ -18,50 +18,23 @@
 //!
 //! The sparse index is rebuilt during the scan.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use super::file::{IndexPoint, LogFile, Next};
+use super::catalog::Stem;
+use super::descriptors::{Lease, Mode};
+use super::file::{Cursor, IndexPoint, LogFile, Next};
 use super::record::{Header, Record};
-use super::{Durable, LogConfig, ShapeLog};
-use crate::fs::Fs;
+use super::{Durable, LogCtx, ShapeLog};
 use crate::{Error, LogOffset, Result};
 
-/// Log files found in `dir`, grouped by stem and sorted by start entry.
-/// Names that are not log files are ignored.
-pub(crate) fn list_logs(fs: &dyn Fs, dir: &Path) -> Result<BTreeMap<String, Vec<(u64, PathBuf)>>> {
-    let mut out: BTreeMap<String, Vec<(u64, PathBuf)>> = BTreeMap::new();
-    for path in fs.read_dir(dir).map_err(Error::io("list", dir))? {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let Some(rest) = name.strip_suffix(".log") else {
-            continue;
-        };
-        let Some((stem, start)) = rest.rsplit_once('.') else {
-            continue;
-        };
-        let Ok(start) = start.parse::<u64>() else {
-            continue;
-        };
-        out.entry(stem.to_string()).or_default().push((start, path));
-    }
-    for files in out.values_mut() {
-        files.sort();
-    }
-    Ok(out)
-}
-
-/// An opened file with its decoded header and the header's length.
-type Opened = (Arc<dyn crate::fs::FsFile>, Header, u64);
-
 /// What a file's first bytes hold.
-enum HeaderRead {
-    Ok(Opened),
+pub(crate) enum HeaderRead {
+    /// A valid header, and its length.
+    Ok(Header, u64),
     /// The file ends inside its header: it was created but its header never
     /// became durable, so it holds nothing that was acknowledged.
     Torn,
@@ -69,17 +42,16 @@ enum HeaderRead {
     Corrupt(&'static str),
 }
 
-fn read_header(fs: &dyn Fs, path: &Path) -> Result<HeaderRead> {
-    let f = fs.open(path).map_err(Error::io("open", path))?;
+fn read_header(fd: &Lease, path: &Path) -> Result<HeaderRead> {
     let mut buf = vec![0u8; 4096];
     let mut have = 0;
     loop {
-        let n = f
+        let n = fd
             .read_at(&mut buf[have..], have as u64)
             .map_err(Error::io("read", path))?;
         have += n;
         match Header::decode(&buf[..have]) {
-            Ok((h, len)) => return Ok(HeaderRead::Ok((f, h, len as u64))),
+            Ok((h, len)) => return Ok(HeaderRead::Ok(h, len as u64)),
             Err(super::record::Bad::Short { need }) if n > 0 => {
                 if need > buf.len() {
                     buf.resize(need, 0);
@@ -91,16 +63,31 @@ fn read_header(fs: &dyn Fs, path: &Path) -> Result<HeaderRead> {
     }
 }
 
-/// Rebuilds the log of shape `stem` from `files` (sorted by start). Returns
-/// `None` when no file holds even a valid header (the shape was never
-/// durably created).
+/// The header of `stem`'s file starting at entry `start` (which holds the
+/// shape's id): how a listed stem learns whose it is.
+pub(crate) fn read_id(ctx: &LogCtx, stem: Stem, start: u64) -> Result<HeaderRead> {
+    let path = ctx.path(stem, start);
+    let file = LogFile::new(start, LogOffset::ZERO, 0);
+    let fd = file
+        .lease(&ctx.descriptors, &path, Mode::Open)
+        .map_err(Error::io("open", &path))?;
+    let header = read_header(&fd, &path);
+    drop(fd);
+    // A one-off read: do not keep the descriptor cached.
+    file.forget();
+    header
+}
+
+/// Rebuilds the log of shape `stem` from its files, which start at the
+/// entry numbers `starts` (sorted). Returns `None` when no file holds even a
+/// valid header (the shape was never durably created).
 pub(crate) fn recover(
-    fs: Arc<dyn Fs>,
-    dir: &Path,
-    stem: &str,
-    files: &[(u64, PathBuf)],
-    cfg: LogConfig,
+    ctx: &Arc<LogCtx>,
+    stem: Stem,
+    starts: &[u64],
 ) -> Result<Option<(ShapeLog, Durable)>> {
+    let fs = ctx.fs();
+    let cfg = ctx.cfg;
     let mut logs: Vec<Arc<LogFile>> = Vec::new();
     let mut id: Option<Bytes> = None;
     let mut d = Durable::default();
@@ -108,11 +95,18 @@ pub(crate) fn recover(
     let mut commit_at: Option<(usize, u64)> = None; // (file index, position after the commit record)
     let mut removed = false;
 
-    for (k, (start, path)) in files.iter().enumerate() {
-        let last_file = k + 1 == files.len();
-        let (f, h, data_start) = match read_header(fs.as_ref(), path)? {
-            HeaderRead::Ok(opened) => opened,
+    for (k, start) in starts.iter().enumerate() {
+        let path = &ctx.path(stem, *start);
+        let last_file = k + 1 == starts.len();
+        let probe = LogFile::new(*start, LogOffset::ZERO, 0);
+        let fd = probe
+            .lease(&ctx.descriptors, path, Mode::Open)
+            .map_err(Error::io("open", path))?;
+        let (h, data_start) = match read_header(&fd, path)? {
+            HeaderRead::Ok(h, len) => (h, len),
             HeaderRead::Torn if last_file => {
+                drop(fd);
+                probe.forget();
                 warn!(path = %path.display(), "removing log file whose header never became durable");
                 fs.remove_file(path).map_err(Error::io("remove", path))?;
                 removed = true;
@@ -151,12 +145,14 @@ pub(crate) fn recover(
             });
         }
         id.get_or_insert(h.id.clone());
-        let lf = Arc::new(LogFile::new(h.start, h.base, path.clone(), f, data_start));
+        // The probe's cache entry becomes the file's (its descriptor stays
+        // cached for the reads and writes that follow recovery).
+        let lf = Arc::new(LogFile::with_slot(h.start, h.base, data_start, probe));
         if d.committed == d.entries {
             // Everything before this file is committed.
             commit_at = Some((logs.len(), data_start));
         }
-        let mut cur = lf.cursor(data_start);
+        let mut cur = Cursor::new(&*fd, path, data_start);
         let mut since = 0u64;
         let mut good = data_start;
         loop {
@@ -208,8 +204,8 @@ pub(crate) fn recover(
                         });
                     }
                     warn!(path = %path.display(), at = good, why, "truncating torn log tail");
-                    lf.file.set_len(good).map_err(Error::io("truncate", path))?;
-                    lf.file.sync_data().map_err(Error::io("sync", path))?;
+                    fd.set_len(good).map_err(Error::io("truncate", path))?;
+                    fd.sync_data().map_err(Error::io("sync", path))?;
                     break;
                 }
             }
@@ -218,7 +214,7 @@ pub(crate) fn recover(
         logs.push(lf);
     }
     if removed {
-        fs.sync_dir(dir).map_err(Error::io("sync directory", dir))?;
+        ctx.sync_dir()?;
     }
     let Some(id) = id else {
         return Ok(None);
@@ -230,35 +226,28 @@ pub(crate) fn recover(
         let (k, pos) = commit_at.unwrap_or((0, 0));
         let dropped = d.entries - d.committed;
         for lf in logs.drain(k + 1..) {
-            fs.remove_file(&lf.path)
-                .map_err(Error::io("remove", &lf.path))?;
+            let path = ctx.path(stem, lf.start);
+            lf.forget();
+            fs.remove_file(&path).map_err(Error::io("remove", &path))?;
         }
         let lf = &logs[k];
-        lf.file
-            .set_len(pos)
-            .map_err(Error::io("truncate", &lf.path))?;
-        lf.file.sync_data().map_err(Error::io("sync", &lf.path))?;
-        fs.sync_dir(dir).map_err(Error::io("sync directory", dir))?;
+        let path = ctx.path(stem, lf.start);
+        let fd = lf
+            .lease(&ctx.descriptors, &path, Mode::Open)
+            .map_err(Error::io("open", &path))?;
+        fd.set_len(pos).map_err(Error::io("truncate", &path))?;
+        fd.sync_data().map_err(Error::io("sync", &path))?;
+        drop(fd);
+        ctx.sync_dir()?;
         lf.truncate_index(pos);
         info!(
-            stem,
+            %stem,
             dropped, "discarded entries of transactions whose commit never became durable"
         );
         d.entries = d.committed;
         d.last = d.last_committed;
         end = pos;
     }
-    let log = ShapeLog::from_parts(
-        super::Where {
-            fs,
-            dir,
-            stem: stem.to_string(),
-            id,
-            cfg,
-        },
-        logs,
-        d,
-        end,
-    );
+    let log = ShapeLog::from_parts(Arc::clone(ctx), id, stem, logs, d, end);
     Ok(Some((log, d)))
 }

@@ -1,0 +1,289 @@
+//! A value opened on first use and closable again: the state of a shape
+//! slot, which is recovered from disk the first time the shape is read or
+//! written and dropped again when the shape goes idle.
+//!
+//! A [`Lazy<T, C>`] is either *open*, publishing an `Arc<T>` that readers
+//! load under an epoch pin without touching its reference count, or
+//! *closed*, holding a `C` that says how to open it (or why it cannot be).
+//! Opening runs arbitrary I/O (recovery) and never holds a pin; closing
+//! defers the drop of the published reference to the epoch, so a reader
+//! that loaded it reads it intact until it unpins.
+//!
+//! # Invariants
+//!
+//! - The gate (a mutex around `C`) serialises every transition: at most one
+//!   opener runs at a time per value, and an opener checks again under the
+//!   gate, so a value is never opened twice (two racing first users, say a
+//!   reader and a writer of a cold shape, share one `T`).
+//! - The pointer holds one strong reference of an `Arc<T>` while it is
+//!   non-null; closing swaps it to null and hands that reference to the
+//!   epoch collector, which drops it once every thread pinned before the
+//!   swap has unpinned.
+//! - Other holders keep their own strong references ([`Lazy::get_arc`]),
+//!   taken under a pin while the pointer still holds its own.
+//!
+//! # Orderings
+//!
+//! The opener's Release store of the pointer pairs with the Acquire loads
+//! in [`Lazy::get`] and [`Lazy::get_arc`]: a loader that sees the pointer
+//! sees the `T` fully built. The closer's swap is AcqRel: Release for the
+//! same reason as a store (a later opener's value is ordered after it by
+//! the gate), Acquire so that the reference it hands to the collector is
+//! the one it read.
+
+use std::sync::Arc;
+
+use crate::sync::{lock, AtomicPtr, Guard, Mutex, MutexGuard, Ordering};
+
+/// A deliberate protocol error that the loom model injects to check that
+/// loom catches it (its failing twins). Production has none.
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// The shipping protocol.
+    #[default]
+    None,
+    /// [`Lazy::open`] does not check the pointer again under the gate.
+    OpenWithoutRecheck,
+    /// [`Lazy::open`] publishes the pointer Relaxed.
+    PublishRelaxed,
+}
+
+/// See the module docs.
+pub(crate) struct Lazy<T, C> {
+    ptr: AtomicPtr<T>,
+    gate: Mutex<C>,
+    #[cfg(loom)]
+    fault: Fault,
+}
+
+impl<T, C> Lazy<T, C> {
+    /// A closed value.
+    pub(crate) fn closed(c: C) -> Self {
+        Lazy {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            gate: Mutex::new(c),
+            #[cfg(loom)]
+            fault: Fault::None,
+        }
+    }
+
+    /// The same with `fault` injected (loom models only).
+    #[cfg(loom)]
+    pub(crate) fn with_fault(mut self, fault: Fault) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    /// The open value, borrowed for as long as `guard` is pinned.
+    #[inline]
+    pub(crate) fn get<'g>(&self, guard: &'g Guard) -> Option<&'g T> {
+        let _ = guard;
+        // Acquire: pairs with the opener's Release store.
+        let p = self.ptr.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer holds a strong reference, and a closer
+        // hands it to the epoch collector (module invariants), which drops
+        // it only after `guard`, pinned before the load, is dropped; the
+        // result borrows `guard`.
+        unsafe { p.as_ref() }
+    }
+
+    /// The open value as an owning reference, if open.
+    pub(crate) fn get_arc(&self, guard: &Guard) -> Option<Arc<T>> {
+        let _ = guard;
+        // Acquire: as in `get`.
+        let p = self.ptr.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: as in `get`, the pointer's strong reference cannot be
+        // dropped while `guard` is pinned, so the count is at least 1 and
+        // `p` came from `Arc::into_raw`.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Some(Arc::from_raw(p))
+        }
+    }
+
+    /// Opens the value unless it is open: runs `open` under the gate, and
+    /// publishes what it returns. `open` may do I/O; the caller must not be
+    /// pinned (it would stall reclamation for the whole store meanwhile).
+    pub(crate) fn open<E>(&self, open: impl FnOnce(&mut C) -> Result<T, E>) -> Result<(), E> {
+        let mut gate = lock(&self.gate);
+        let recheck = true;
+        #[cfg(loom)]
+        let recheck = self.fault != Fault::OpenWithoutRecheck;
+        // Relaxed: the gate orders this load after every earlier opener's
+        // store (they stored under the gate).
+        if recheck && !self.ptr.load(Ordering::Relaxed).is_null() {
+            return Ok(());
+        }
+        #[cfg(loom)]
+        if self.fault == Fault::OpenWithoutRecheck {
+            // The twin opens outside the gate, as a lock-free "check, then
+            // build, then publish" would.
+            drop(gate);
+            let value = {
+                let mut c = lock(&self.gate);
+                open(&mut c)?
+            };
+            self.ptr
+                .store(Arc::into_raw(Arc::new(value)).cast_mut(), Ordering::Release);
+            return Ok(());
+        }
+        let value = open(&mut gate)?;
+        let release = Ordering::Release;
+        #[cfg(loom)]
+        let release = match self.fault {
+            Fault::PublishRelaxed => Ordering::Relaxed,
+            _ => release,
+        };
+        // Release: pairs with the loads' Acquire (module orderings).
+        self.ptr
+            .store(Arc::into_raw(Arc::new(value)).cast_mut(), release);
+        drop(gate);
+        Ok(())
+    }
+
+    /// Closes the value if it is open: under the gate, `close` turns the
+    /// open value into its closed form, the pointer is unpublished, and its
+    /// reference is dropped once every thread pinned now has unpinned.
+    /// Returns whether it was open.
+    pub(crate) fn close(&self, guard: &Guard, close: impl FnOnce(&T, &mut C)) -> bool
+    where
+        T: Send + Sync + 'static,
+    {
+        self.transition(guard, |open, c| match open {
+            Some(open) => {
+                close(open, c);
+                (true, true)
+            }
+            None => (false, false),
+        })
+    }
+
+    /// Runs `f` under the gate with the open value, if any, and the closed
+    /// state; if it returns `true` (only with an open value), the value is
+    /// closed as [`Lazy::close`] does. `f` may do I/O only if the caller is
+    /// willing to hold `guard`'s pin meanwhile; [`Lazy::gate`] is the
+    /// unpinned way for a closed value.
+    pub(crate) fn transition<R>(
+        &self,
+        guard: &Guard,
+        f: impl FnOnce(Option<&T>, &mut C) -> (bool, R),
+    ) -> R
+    where
+        T: Send + Sync + 'static,
+    {
+        let mut gate = lock(&self.gate);
+        // Relaxed: the gate serialises the transitions (module invariants).
+        let p = self.ptr.load(Ordering::Relaxed);
+        // SAFETY: non-null: the pointer's own strong reference keeps it
+        // alive while we hold the gate (only a closer drops it, under it).
+        let (close, out) = f(unsafe { p.as_ref() }, &mut gate);
+        if !close || p.is_null() {
+            return out;
+        }
+        // AcqRel: see the module orderings.
+        let old = self.ptr.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        debug_assert_eq!(old, p);
+        drop(gate);
+        let old = SendPtr(old);
+        // SAFETY: `old` holds the strong reference the pointer owned
+        // (`Arc::into_raw`), now unreachable for new loads; the collector
+        // drops it after every guard pinned before this call is dropped, so
+        // no reader borrowing it through `get` outlives it. `T` is `Send`.
+        unsafe {
+            guard.defer_unchecked(move || drop(Arc::from_raw(old.into_inner())));
+        }
+        out
+    }
+
+    /// The closed state, for transitions that keep the value closed (or
+    /// read it while open: the gate is held, so nobody opens or closes
+    /// meanwhile), and whether the value is open.
+    pub(crate) fn gate(&self) -> (MutexGuard<'_, C>, bool) {
+        let gate = lock(&self.gate);
+        // Relaxed: the gate serialises the transitions (module invariants).
+        let open = !self.ptr.load(Ordering::Relaxed).is_null();
+        (gate, open)
+    }
+}
+
+/// A raw pointer the deferred drop may carry to the collecting thread.
+struct SendPtr<T>(*mut T);
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so that a closure captures the whole wrapper
+    /// rather than its non-`Send` field).
+    fn into_inner(self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: the pointer is an `Arc<T>`'s reference with `T: Send + Sync`
+// (required by `Lazy::close`), dropped on whichever thread collects.
+unsafe impl<T: Send + Sync> Send for SendPtr<T> {}
+
+impl<T, C> Drop for Lazy<T, C> {
+    fn drop(&mut self) {
+        // `&mut self`: nobody can load the pointer any more.
+        let p = self.ptr.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if !p.is_null() {
+            // SAFETY: the pointer's own strong reference (`Arc::into_raw`).
+            drop(unsafe { Arc::from_raw(p) });
+        }
+    }
+}
+
+// SAFETY: a `Lazy` hands out `&T` and `Arc<T>` across threads (needs
+// `T: Send + Sync`) and moves `C` between the threads that lock the gate
+// (needs `C: Send`).
+unsafe impl<T: Send + Sync, C: Send> Send for Lazy<T, C> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync, C: Send> Sync for Lazy<T, C> {}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::Epoch;
+
+    #[test]
+    fn opens_once_closes_and_reopens() {
+        let epoch = Epoch::new();
+        let lazy: Lazy<String, u32> = Lazy::closed(0);
+        let mut opens = 0;
+        for _ in 0..2 {
+            lazy.open(|c| {
+                opens += 1;
+                *c += 1;
+                Ok::<_, ()>(format!("open #{c}"))
+            })
+            .expect("open");
+        }
+        assert_eq!(opens, 1, "an open value is not opened again");
+        let guard = epoch.pin();
+        assert_eq!(lazy.get(&guard).map(String::as_str), Some("open #1"));
+        let held = lazy.get_arc(&guard).expect("open");
+        assert!(lazy.close(&guard, |v, c| *c = v.len() as u32 * 100));
+        assert!(lazy.get(&guard).is_none());
+        assert!(!lazy.close(&guard, |_, _| unreachable!()));
+        drop(guard);
+        assert_eq!(*held, "open #1", "a held reference outlives the close");
+        assert_eq!(*lazy.gate().0, 700);
+        lazy.open(|c| Ok::<_, ()>(format!("again from {c}")))
+            .expect("reopen");
+        assert_eq!(
+            lazy.get(&epoch.pin()).map(String::as_str),
+            Some("again from 700")
+        );
+    }
+
+    #[test]
+    fn a_failed_open_stays_closed() {
+        let lazy: Lazy<String, &str> = Lazy::closed("corrupt");
+        let err = lazy.open(|c| Err::<String, _>(c.to_string()));
+        assert_eq!(err, Err("corrupt".to_string()));
+        assert!(!lazy.gate().1);
+    }
+}

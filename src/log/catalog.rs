@@ -1,0 +1,356 @@
+//! The catalog: which shapes have (or are about to have) files in the
+//! store's directory, known from one listing at open and kept current as
+//! shapes are created and removed.
+//!
+//! # Names
+//!
+//! A shape's files are `<stem>.<start>.log`; the stem is
+//! `<16 hex digits of FNV-1a-64(id)>-<n>` with `n` the smallest number no
+//! other shape of the same hash uses, and `<start>` the entry number of the
+//! file's first entry (20 digits). `<stem>.removed` is a removal's tombstone
+//! (docs/format.md). Ids never become part of a path: they are untrusted.
+//!
+//! # What it holds
+//!
+//! Opening a store lists the directory once and reads no file: a listed
+//! stem is *unresolved* (its id, stored in its files' headers, is unknown
+//! until someone asks for a shape whose id hashes to the stem's hash). So a
+//! million shapes on disk cost a listing and a few bytes each:
+//!
+//! - `taken`: every stem in use (on disk, resolved or not, or allocated to
+//!   a new shape this process has not flushed yet): 8 bytes per shape of
+//!   hash table, keyed by the hash, for stems numbered 0; the rare higher
+//!   numbers (hash collisions) in `more`.
+//! - `unresolved`: listed stems whose id is not known yet, with their
+//!   files (no allocation for the usual single file starting at entry 0).
+//!
+//! # Invariants
+//!
+//! - A stem is in `taken` from the moment it is listed or allocated until
+//!   its removal has deleted every file of it ([`Catalog::release`]); no two
+//!   shapes are ever given the same stem.
+//! - Every lock is one shard's (by hash), held for a few map operations:
+//!   no I/O under it.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::Files;
+
+/// Catalog shards (by hash): creations of shapes with different hashes
+/// rarely share a lock.
+const SHARDS: usize = 64;
+
+/// A shape's file stem: the FNV-1a-64 hash of its id and a number that
+/// tells shapes of the same hash apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Stem {
+    pub(crate) hash: u64,
+    pub(crate) n: u32,
+}
+
+impl fmt::Display for Stem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{}", self.hash, self.n)
+    }
+}
+
+impl Stem {
+    /// The name of the stem's file whose first entry is number `start`.
+    pub(crate) fn file_name(&self, start: u64) -> String {
+        format!("{self}.{start:020}.log")
+    }
+
+    /// The name of the stem's removal tombstone.
+    pub(crate) fn tombstone_name(&self) -> String {
+        format!("{self}.removed")
+    }
+}
+
+/// FNV-1a-64 of a shape id: the hash part of its stem.
+pub(crate) fn fnv1a(id: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in id {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// What a directory entry's name says, if it is one of the store's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Name {
+    /// A log file: its stem and the entry number of its first entry.
+    Log(Stem, u64),
+    /// A removal's tombstone.
+    Tombstone(Stem),
+}
+
+impl Name {
+    /// Parses a directory entry's name; `None` for anything else (ignored).
+    pub(crate) fn parse(name: &OsStr) -> Option<Name> {
+        let name = name.to_str()?;
+        let (stem, rest) = name.split_once('.')?;
+        let (hash, n) = stem.split_once('-')?;
+        if hash.len() != 16 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let stem = Stem {
+            hash: u64::from_str_radix(hash, 16).ok()?,
+            n: n.parse().ok()?,
+        };
+        if stem.to_string().len() != name.len() - rest.len() - 1 {
+            // Not in canonical form (e.g. a leading zero in `n`).
+            return None;
+        }
+        if rest == "removed" {
+            return Some(Name::Tombstone(stem));
+        }
+        let start = rest.strip_suffix(".log")?;
+        if start.len() != 20 || !start.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Name::Log(stem, start.parse().ok()?))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    /// Hashes whose stem number 0 is in use.
+    taken: HashSet<u64>,
+    /// Stems numbered above 0 in use, by hash (hash collisions: rare).
+    more: HashMap<u64, Vec<u32>>,
+    /// Listed stems whose id is unknown yet -> their files.
+    unresolved: HashMap<Stem, Files>,
+}
+
+impl Shard {
+    fn is_taken(&self, stem: Stem) -> bool {
+        if stem.n == 0 {
+            self.taken.contains(&stem.hash)
+        } else {
+            self.more
+                .get(&stem.hash)
+                .is_some_and(|v| v.contains(&stem.n))
+        }
+    }
+
+    fn take(&mut self, stem: Stem) {
+        if stem.n == 0 {
+            self.taken.insert(stem.hash);
+        } else {
+            let v = self.more.entry(stem.hash).or_default();
+            if !v.contains(&stem.n) {
+                v.push(stem.n);
+            }
+        }
+    }
+}
+
+/// The stems of the store's directory. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+/// What a listing found besides log files.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Stems with a tombstone: removals a crash interrupted.
+    pub(crate) tombstones: Vec<Stem>,
+    /// Stems listed (log files), for the store's count.
+    pub(crate) stems: usize,
+}
+
+impl Catalog {
+    pub(crate) fn new() -> Self {
+        Catalog {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        // The low bits: FNV-1a's best mixed ones.
+        self.shards[(hash as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records one directory entry's name (ignoring names that are not the
+    /// store's).
+    pub(crate) fn add_listed(&self, name: &OsStr, listing: &mut Listing) {
+        match Name::parse(name) {
+            Some(Name::Log(stem, start)) => {
+                let mut s = self.shard(stem.hash);
+                s.take(stem);
+                match s.unresolved.entry(stem) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        listing.stems += 1;
+                        v.insert(Files::from_starts(&[start]));
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let mut starts = o.get().starts().to_vec();
+                        starts.push(start);
+                        starts.sort_unstable();
+                        starts.dedup();
+                        o.insert(Files::from_starts(&starts));
+                    }
+                }
+            }
+            Some(Name::Tombstone(stem)) => {
+                self.shard(stem.hash).take(stem);
+                listing.tombstones.push(stem);
+            }
+            None => {}
+        }
+    }
+
+    /// The unresolved stems of shapes whose id hashes to `hash`, with their
+    /// files: the candidates for that id.
+    pub(crate) fn candidates(&self, hash: u64) -> Vec<(Stem, Files)> {
+        let s = self.shard(hash);
+        if s.unresolved.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<(Stem, Files)> = std::iter::once(0)
+            .chain(s.more.get(&hash).into_iter().flatten().copied())
+            .map(|n| Stem { hash, n })
+            .filter_map(|stem| s.unresolved.get(&stem).map(|f| (stem, f.clone())))
+            .collect();
+        out.sort_by_key(|(stem, _)| *stem);
+        out
+    }
+
+    /// `stem`'s id is known now: if it is still unresolved, runs `register`
+    /// (which hands the shape to the registry) and forgets it here, all
+    /// under the catalog's lock, so that a racing resolver either sees it
+    /// unresolved or finds it registered. Returns whether it ran. Lock
+    /// order: catalog, then registry (nothing takes them the other way).
+    pub(crate) fn resolve_with(&self, stem: Stem, register: impl FnOnce()) -> bool {
+        let mut s = self.shard(stem.hash);
+        if s.unresolved.remove(&stem).is_none() {
+            return false;
+        }
+        register();
+        true
+    }
+
+    /// Takes listed stem `stem` out of the unresolved ones, with its files.
+    pub(crate) fn take(&self, stem: Stem) -> Option<Files> {
+        self.shard(stem.hash).unresolved.remove(&stem)
+    }
+
+    /// Gives a new shape whose id hashes to `hash` the lowest free stem.
+    pub(crate) fn allocate(&self, hash: u64) -> Stem {
+        let mut s = self.shard(hash);
+        let n = (0u32..)
+            .find(|&n| !s.is_taken(Stem { hash, n }))
+            .expect("fewer than 2^32 shapes share a hash");
+        let stem = Stem { hash, n };
+        s.take(stem);
+        stem
+    }
+
+    /// `stem` is free again: its shape was removed and every file of it is
+    /// gone, or it was allocated and never written.
+    pub(crate) fn release(&self, stem: Stem) {
+        let mut s = self.shard(stem.hash);
+        s.unresolved.remove(&stem);
+        if stem.n == 0 {
+            s.taken.remove(&stem.hash);
+        } else if let Some(v) = s.more.get_mut(&stem.hash) {
+            v.retain(|&n| n != stem.n);
+            if v.is_empty() {
+                s.more.remove(&stem.hash);
+            }
+        }
+    }
+
+    /// Stems listed whose id is not known yet.
+    pub(crate) fn unresolved(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .unresolved
+                    .len()
+            })
+            .sum()
+    }
+
+    /// Every unresolved stem, with its files.
+    pub(crate) fn all_unresolved(&self) -> Vec<(Stem, Files)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend(s.unresolved.iter().map(|(&stem, f)| (stem, f.clone())));
+        }
+        out.sort_by_key(|(stem, _)| *stem);
+        out
+    }
+
+    /// Whether `stem` is in use.
+    #[cfg(test)]
+    fn is_taken(&self, stem: Stem) -> bool {
+        self.shard(stem.hash).is_taken(stem)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_strangers_are_ignored() {
+        let stem = Stem {
+            hash: fnv1a(b"orders"),
+            n: 3,
+        };
+        let log = stem.file_name(42);
+        assert_eq!(Name::parse(OsStr::new(&log)), Some(Name::Log(stem, 42)));
+        let tomb = stem.tombstone_name();
+        assert_eq!(Name::parse(OsStr::new(&tomb)), Some(Name::Tombstone(stem)));
+        for stranger in [
+            "LOCK",
+            "x.log",
+            "0123456789abcdef-0.1.log",
+            "0123456789abcdef-01.00000000000000000000.log",
+            "0123456789abcdeg-0.00000000000000000000.log",
+            "0123456789abcdef-0.00000000000000000000.log.tmp",
+            "0123456789abcdef-0.removed.x",
+        ] {
+            assert_eq!(Name::parse(OsStr::new(stranger)), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn stems_are_allocated_lowest_first_and_never_twice() {
+        let c = Catalog::new();
+        let mut listing = Listing::default();
+        let h = fnv1a(b"x");
+        let listed = Stem { hash: h, n: 0 };
+        c.add_listed(OsStr::new(&listed.file_name(7)), &mut listing);
+        c.add_listed(OsStr::new(&listed.file_name(3)), &mut listing);
+        assert_eq!(listing.stems, 1);
+        assert_eq!(
+            c.candidates(h),
+            vec![(listed, Files::List(vec![3, 7].into()))]
+        );
+        assert_eq!(c.allocate(h), Stem { hash: h, n: 1 });
+        assert_eq!(c.allocate(h), Stem { hash: h, n: 2 });
+        assert!(c.resolve_with(listed, || {}));
+        assert!(!c.resolve_with(listed, || unreachable!()), "resolved once");
+        assert!(c.candidates(h).is_empty());
+        assert!(c.is_taken(listed), "a resolved stem stays taken");
+        c.release(Stem { hash: h, n: 1 });
+        assert_eq!(
+            c.allocate(h),
+            Stem { hash: h, n: 1 },
+            "a released stem is reused"
+        );
+        assert_eq!(c.allocate(h ^ 1), Stem { hash: h ^ 1, n: 0 });
+    }
+}

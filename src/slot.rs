@@ -1,0 +1,283 @@
+//! A shape's slot: what the store knows of one shape, in memory or not.
+//!
+//! A slot holds the shape's id, its file stem, its live-tail waiters, and
+//! its state, which is [`Lazy`]: *open* (an [`Open`]: the in-memory buffer
+//! and the log, recovered) or *closed* (a [`Closed`]: how to open it, or why
+//! it cannot be). Nothing is recovered or allocated until a shape is first
+//! read or written, and a terminated shape whose log is small is closed
+//! again, so a store of a million mostly idle shapes holds a million small
+//! slots, not a million buffers and logs.
+//!
+//! # Invariants
+//!
+//! - A shape is opened at most once at a time ([`Lazy`]'s gate): a reader
+//!   and a writer racing to be the first to touch a cold shape share one
+//!   recovery and one [`Open`].
+//! - Only the holder of the open buffer's writer claim closes the slot
+//!   (terminate), or a remover that holds the claim; a writer that claimed
+//!   an [`Open`] checks that it is still the published one, so nobody ever
+//!   writes into an `Open` that readers can no longer find.
+//! - A slot whose files fail verification is *quarantined*: it answers
+//!   `Error::Corrupt` (the same error each time) until it is removed; its
+//!   files are left as they are.
+//! - A removed slot stays removed: the id may get a new slot, never this
+//!   one back, so a handle to the old shape never sees the new one's data.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::error;
+
+use crate::buffer::{Buffer, RetiredBytes};
+use crate::id;
+use crate::lazy::Lazy;
+use crate::log::catalog::Stem;
+use crate::log::{self, Files, LogCtx, ShapeLog};
+use crate::sync::{Epoch, Guard};
+use crate::wait::Waiters;
+use crate::{Error, Result};
+
+/// A terminated shape whose log is one file of at most this many bytes is
+/// closed (its buffer and log dropped): recovering it again on its next use
+/// reads at most this much. Larger logs stay open: their state is small
+/// beside their data, and re-reading them would not be.
+pub(crate) const CLOSE_BELOW: u64 = 64 << 10;
+
+/// An open shape: its in-memory buffer and its log.
+pub(crate) struct Open {
+    pub(crate) buffer: Arc<Buffer>,
+    pub(crate) log: Arc<ShapeLog>,
+}
+
+/// A closed shape: what opening it takes.
+#[derive(Debug)]
+pub(crate) enum Closed {
+    /// Open now (the state holds the [`Open`]).
+    Open,
+    /// Created by this process and never flushed: nothing on disk.
+    New,
+    /// On disk, in these files: recovered when first used.
+    OnDisk(Files),
+    /// Its files failed verification: the error every use returns, and
+    /// the files (which a removal deletes).
+    Quarantined(Box<Quarantine>),
+    /// Removed: every use fails with [`Error::ShapeRemoved`].
+    Removed,
+}
+
+/// A quarantined shape's error and files.
+#[derive(Debug)]
+pub(crate) struct Quarantine {
+    pub(crate) path: PathBuf,
+    pub(crate) detail: String,
+    pub(crate) files: Files,
+}
+
+impl Quarantine {
+    fn error(&self) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// What opening a slot needs from the store.
+pub(crate) struct Env {
+    pub(crate) log: Arc<LogCtx>,
+    pub(crate) epoch: Epoch,
+    pub(crate) retired: Arc<RetiredBytes>,
+}
+
+/// See the module docs.
+pub(crate) struct Slot {
+    pub(crate) id: Bytes,
+    pub(crate) stem: Stem,
+    state: Lazy<Open, Closed>,
+    /// Readers waiting for the shape's next commit (live tail; see
+    /// `wait.rs`). Lives with the slot, so waits span terminate and restart.
+    pub(crate) waiters: Waiters,
+}
+
+impl Slot {
+    pub(crate) fn new(id: Bytes, stem: Stem, closed: Closed) -> Self {
+        Slot {
+            id,
+            stem,
+            state: Lazy::closed(closed),
+            waiters: Waiters::default(),
+        }
+    }
+
+    /// A slot for a shape whose files failed verification before it could
+    /// be opened (its header: its id could not even be read back).
+    pub(crate) fn quarantined_new(id: Bytes, stem: Stem, q: Quarantine) -> Self {
+        quarantined(&id, &q);
+        Slot::new(id, stem, Closed::Quarantined(Box::new(q)))
+    }
+
+    /// The open shape, if it is open, for as long as `guard` is pinned.
+    #[inline]
+    pub(crate) fn get<'g>(&self, guard: &'g Guard) -> Option<&'g Open> {
+        self.state.get(guard)
+    }
+
+    /// The open shape as an owning reference, if it is open.
+    pub(crate) fn get_arc(&self, guard: &Guard) -> Option<Arc<Open>> {
+        self.state.get_arc(guard)
+    }
+
+    /// Whether `open` is the published state (a writer checks this after it
+    /// claimed `open`'s buffer: see the module invariants).
+    pub(crate) fn is_current(&self, open: &Open, guard: &Guard) -> bool {
+        self.get(guard).is_some_and(|o| std::ptr::eq(o, open))
+    }
+
+    /// Opens the shape if it is closed: recovers its log from disk (first
+    /// use), or starts an empty one (a new shape). Must be called unpinned
+    /// (it does I/O). Fails with the quarantine's `Error::Corrupt`, or
+    /// [`Error::ShapeRemoved`].
+    pub(crate) fn open(&self, env: &Env) -> Result<()> {
+        self.state.open(|closed| {
+            let open = match closed {
+                Closed::Open => unreachable!("the lazy state is closed"),
+                Closed::New => Open {
+                    buffer: Arc::new(Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired))),
+                    log: Arc::new(ShapeLog::new(
+                        Arc::clone(&env.log),
+                        self.id.clone(),
+                        self.stem,
+                    )),
+                },
+                Closed::OnDisk(files) => match log::recover(&env.log, self.stem, files.starts()) {
+                    Ok(Some((log, durable))) => Open {
+                        buffer: Arc::new(Buffer::new(
+                            durable.committed,
+                            env.epoch.clone(),
+                            Arc::clone(&env.retired),
+                        )),
+                        log: Arc::new(log),
+                    },
+                    Ok(None) => Open {
+                        // No file held a durable header: the shape's first
+                        // flush never completed; start it afresh.
+                        buffer: Arc::new(Buffer::new(
+                            0,
+                            env.epoch.clone(),
+                            Arc::clone(&env.retired),
+                        )),
+                        log: Arc::new(ShapeLog::new(
+                            Arc::clone(&env.log),
+                            self.id.clone(),
+                            self.stem,
+                        )),
+                    },
+                    Err(Error::Corrupt { path, detail }) => {
+                        let q = Quarantine {
+                            path,
+                            detail,
+                            files: files.clone(),
+                        };
+                        quarantined(&self.id, &q);
+                        let e = q.error();
+                        *closed = Closed::Quarantined(Box::new(q));
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                },
+                Closed::Quarantined(q) => return Err(q.error()),
+                Closed::Removed => return Err(Error::ShapeRemoved(id::display(&self.id))),
+            };
+            *closed = Closed::Open;
+            Ok(open)
+        })
+    }
+
+    /// Runs `f` on the open shape under a pin, opening it first if needed
+    /// (unpinned).
+    pub(crate) fn with_open<R>(&self, env: &Env, f: impl FnOnce(&Open, &Guard) -> R) -> Result<R> {
+        let mut f = Some(f);
+        loop {
+            let guard = env.epoch.pin();
+            if let Some(open) = self.get(&guard) {
+                let f = f.take().expect("called once");
+                return Ok(f(open, &guard));
+            }
+            drop(guard);
+            self.open(env)?;
+        }
+    }
+
+    /// Closes the shape (its buffer and log are dropped once readers that
+    /// hold them are done) if it is open, leaving what reopening it takes.
+    /// The caller holds the buffer's writer claim (module invariants).
+    pub(crate) fn close(&self, guard: &Guard) -> bool {
+        self.state.close(guard, |open, closed| {
+            *closed = Closed::OnDisk(open.log.files_now());
+        })
+    }
+
+    /// Removes an open shape: `open` is its published state, whose writer
+    /// claim the caller holds (and whose removal it made durable). Closes
+    /// it for good. Returns false if `open` is not the published state.
+    pub(crate) fn remove_open(&self, open: &Open, guard: &Guard) -> bool {
+        self.state
+            .transition(guard, |current, closed| match current {
+                Some(c) if std::ptr::eq(c, open) => {
+                    *closed = Closed::Removed;
+                    (true, true)
+                }
+                _ => (false, false),
+            })
+    }
+
+    /// Removes a closed shape: under the gate (so nobody opens it
+    /// meanwhile), `durable` makes the removal durable given the files the
+    /// shape has on disk (if any), then the shape is marked removed.
+    /// Returns `Ok(None)` if the shape is open (remove it with
+    /// [`Slot::remove_open`]), else the files it had. Must be called
+    /// unpinned (`durable` does I/O).
+    pub(crate) fn remove_closed(
+        &self,
+        durable: impl FnOnce(Option<&Files>) -> Result<()>,
+    ) -> Result<Option<Option<Files>>> {
+        let (mut closed, open) = self.state.gate();
+        if open {
+            return Ok(None);
+        }
+        let files = match &*closed {
+            Closed::Open => unreachable!("the lazy state is closed"),
+            Closed::Removed => return Err(Error::ShapeRemoved(id::display(&self.id))),
+            Closed::New => None,
+            Closed::OnDisk(files) => Some(files.clone()),
+            Closed::Quarantined(q) => Some(q.files.clone()),
+        };
+        durable(files.as_ref())?;
+        *closed = Closed::Removed;
+        Ok(Some(files))
+    }
+
+    /// The quarantine's error, if the shape is quarantined.
+    pub(crate) fn quarantined(&self) -> Option<Error> {
+        match &*self.state.gate().0 {
+            Closed::Quarantined(q) => Some(q.error()),
+            _ => None,
+        }
+    }
+
+    /// Whether the shape was removed.
+    pub(crate) fn is_removed(&self) -> bool {
+        matches!(*self.state.gate().0, Closed::Removed)
+    }
+}
+
+/// Says once, loudly, that a shape is quarantined.
+fn quarantined(id: &[u8], q: &Quarantine) {
+    error!(
+        shape = %id::display(id),
+        path = %q.path.display(),
+        detail = %q.detail,
+        "shape quarantined: its log failed verification; every other shape serves on (remove it to reset it)"
+    );
+}
