@@ -92,8 +92,11 @@ pub(crate) struct Env {
 
 /// See the module docs.
 pub(crate) struct Slot {
-    pub(crate) id: Bytes,
-    pub(crate) stem: Stem,
+    /// The id (boxed: 16 bytes where `Bytes` takes 32; a slot is what an
+    /// idle shape costs).
+    pub(crate) id: Box<[u8]>,
+    /// The stem's number (its hash is the id's: [`Slot::stem`]).
+    stem_n: u32,
     state: Lazy<Open, Closed>,
     /// Readers waiting for the shape's next commit (live tail; see
     /// `wait.rs`). Lives with the slot, so waits span terminate and restart.
@@ -101,19 +104,28 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(id: Bytes, stem: Stem, closed: Closed) -> Self {
+    pub(crate) fn new(id: &[u8], stem: Stem, closed: Closed) -> Self {
+        debug_assert_eq!(stem.hash, crate::log::catalog::fnv1a(id));
         Slot {
-            id,
-            stem,
+            id: id.into(),
+            stem_n: stem.n,
             state: Lazy::closed(closed),
             waiters: Waiters::default(),
         }
     }
 
+    /// The shape's file stem.
+    pub(crate) fn stem(&self) -> Stem {
+        Stem {
+            hash: crate::log::catalog::fnv1a(&self.id),
+            n: self.stem_n,
+        }
+    }
+
     /// A slot for a shape whose files failed verification before it could
     /// be opened (its header: its id could not even be read back).
-    pub(crate) fn quarantined_new(id: Bytes, stem: Stem, q: Quarantine) -> Self {
-        quarantined(&id, &q);
+    pub(crate) fn quarantined_new(id: &[u8], stem: Stem, q: Quarantine) -> Self {
+        quarantined(id, &q);
         Slot::new(id, stem, Closed::Quarantined(Box::new(q)))
     }
 
@@ -146,46 +158,48 @@ impl Slot {
                     buffer: Arc::new(Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired))),
                     log: Arc::new(ShapeLog::new(
                         Arc::clone(&env.log),
-                        self.id.clone(),
-                        self.stem,
+                        Bytes::copy_from_slice(&self.id),
+                        self.stem(),
                     )),
                 },
-                Closed::OnDisk(files) => match log::recover(&env.log, self.stem, files.starts()) {
-                    Ok(Some((log, durable))) => Open {
-                        buffer: Arc::new(Buffer::new(
-                            durable.committed,
-                            env.epoch.clone(),
-                            Arc::clone(&env.retired),
-                        )),
-                        log: Arc::new(log),
-                    },
-                    Ok(None) => Open {
-                        // No file held a durable header: the shape's first
-                        // flush never completed; start it afresh.
-                        buffer: Arc::new(Buffer::new(
-                            0,
-                            env.epoch.clone(),
-                            Arc::clone(&env.retired),
-                        )),
-                        log: Arc::new(ShapeLog::new(
-                            Arc::clone(&env.log),
-                            self.id.clone(),
-                            self.stem,
-                        )),
-                    },
-                    Err(Error::Corrupt { path, detail }) => {
-                        let q = Quarantine {
-                            path,
-                            detail,
-                            files: files.clone(),
-                        };
-                        quarantined(&self.id, &q);
-                        let e = q.error();
-                        *closed = Closed::Quarantined(Box::new(q));
-                        return Err(e);
+                Closed::OnDisk(files) => {
+                    match log::recover(&env.log, self.stem(), files.starts()) {
+                        Ok(Some((log, durable))) => Open {
+                            buffer: Arc::new(Buffer::new(
+                                durable.committed,
+                                env.epoch.clone(),
+                                Arc::clone(&env.retired),
+                            )),
+                            log: Arc::new(log),
+                        },
+                        Ok(None) => Open {
+                            // No file held a durable header: the shape's first
+                            // flush never completed; start it afresh.
+                            buffer: Arc::new(Buffer::new(
+                                0,
+                                env.epoch.clone(),
+                                Arc::clone(&env.retired),
+                            )),
+                            log: Arc::new(ShapeLog::new(
+                                Arc::clone(&env.log),
+                                Bytes::copy_from_slice(&self.id),
+                                self.stem(),
+                            )),
+                        },
+                        Err(Error::Corrupt { path, detail }) => {
+                            let q = Quarantine {
+                                path,
+                                detail,
+                                files: files.clone(),
+                            };
+                            quarantined(&self.id, &q);
+                            let e = q.error();
+                            *closed = Closed::Quarantined(Box::new(q));
+                            return Err(e);
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
-                },
+                }
                 Closed::Quarantined(q) => return Err(q.error()),
                 Closed::Removed => return Err(Error::ShapeRemoved(id::display(&self.id))),
             };

@@ -397,7 +397,7 @@ impl Store {
         let guard = self.inner.env.epoch.pin();
         self.inner
             .registry
-            .for_each(&guard, |s| v.push(s.id.clone()));
+            .for_each(&guard, |s| v.push(Bytes::copy_from_slice(&s.id)));
         Ok(v)
     }
 
@@ -412,7 +412,7 @@ impl Store {
         let guard = self.inner.env.epoch.pin();
         self.inner.registry.for_each(&guard, |s| {
             if let Some(e) = s.quarantined() {
-                v.push((s.id.clone(), e));
+                v.push((Bytes::copy_from_slice(&s.id), e));
             }
         });
         v
@@ -611,15 +611,15 @@ impl Inner {
                 // meanwhile; the tombstone first, so that a crash leaves the
                 // whole shape or none of it.
                 let files = slot.remove_closed(|files| match files {
-                    Some(_) => log::write_tombstone(&env.log, slot.stem),
+                    Some(_) => log::write_tombstone(&env.log, slot.stem()),
                     None => Ok(()),
                 })?;
                 let Some(files) = files else { continue };
                 self.unpublish(slot);
                 match &files {
                     // Nobody can use a closed shape's files: delete now.
-                    Some(files) => log::discard_stem(&env.log, slot.stem, files)?,
-                    None => env.log.catalog.release(slot.stem),
+                    Some(files) => log::discard_stem(&env.log, slot.stem(), files)?,
+                    None => env.log.catalog.release(slot.stem()),
                 }
                 tracing::debug!("removed");
                 return Ok(Removed {
@@ -691,7 +691,7 @@ impl Inner {
                         detail,
                         files,
                     };
-                    Ok::<_, Error>(Slot::quarantined_new(Bytes::copy_from_slice(id), stem, q))
+                    Ok::<_, Error>(Slot::quarantined_new(id, stem, q))
                 }));
             });
             if let Some(slot) = slot {
@@ -713,7 +713,7 @@ impl Inner {
         let mut used = false;
         let slot = self.registry.get_or_insert_with(id, &guard, || {
             used = true;
-            Ok::<_, Error>(Slot::new(Bytes::copy_from_slice(id), stem, Closed::New))
+            Ok::<_, Error>(Slot::new(id, stem, Closed::New))
         });
         if !used {
             catalog.release(stem);
@@ -751,7 +751,7 @@ impl Inner {
                 let mut slot = None;
                 ctx.catalog.resolve_with(stem, || {
                     slot = Some(self.registry.get_or_insert_with(&h.id, &guard, || {
-                        Ok::<_, Error>(Slot::new(h.id.clone(), stem, Closed::OnDisk(files.clone())))
+                        Ok::<_, Error>(Slot::new(&h.id, stem, Closed::OnDisk(files.clone())))
                     }));
                 });
                 let slot = match slot {

@@ -119,7 +119,7 @@
 use std::future::Future;
 #[cfg(feature = "tokio")]
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 #[cfg(feature = "tokio")]
 use std::task::Waker;
 #[cfg(feature = "tokio")]
@@ -227,7 +227,7 @@ pub(crate) struct Waiters {
     closed: AtomicU64,
     /// Allocated by the first waiter; never freed before the slot (the
     /// waker thread's queue holds clones).
-    shared: OnceLock<Arc<Shared>>,
+    shared: OnceArc<Shared>,
     #[cfg(loom)]
     fault: Fault,
     /// What the waits and wakes did (loom model only): registrations,
@@ -431,7 +431,8 @@ impl Waiters {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        if !wake.push(shared) {
+        let queued = self.shared.get_arc().expect("set: checked above");
+        if !wake.push(&queued) {
             // No thread to take it: wake here, as the thread would.
             shared.wake_queued();
         }
@@ -472,7 +473,87 @@ impl Waiters {
         };
         self.shared.get_or_init(make)
     }
+}
 
+/// An `Arc<T>` set once: `OnceLock<Arc<T>>` in 8 bytes instead of 16 (every
+/// shape's slot has one, and most never get a waiter).
+struct OnceArc<T>(std::sync::atomic::AtomicPtr<T>);
+
+impl<T> Default for OnceArc<T> {
+    fn default() -> Self {
+        OnceArc(std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()))
+    }
+}
+
+impl<T> OnceArc<T> {
+    /// The value, if set.
+    fn get(&self) -> Option<&T> {
+        // Acquire: pairs with the Release of the setting CAS, so the value
+        // is seen whole.
+        let p = self.0.load(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: a non-null pointer came from `Arc::into_raw` and `self`
+        // owns that reference until it drops; the result borrows `self`.
+        unsafe { p.as_ref() }
+    }
+
+    /// A new owning reference to the value, if set.
+    fn get_arc(&self) -> Option<Arc<T>> {
+        let v: *const T = self.get()?;
+        // SAFETY: `v` came from `Arc::into_raw`, and `self` holds that
+        // reference (count >= 1) while we borrow it.
+        unsafe {
+            Arc::increment_strong_count(v);
+            Some(Arc::from_raw(v))
+        }
+    }
+
+    /// The value, setting it with `make` if unset (a racing loser's value
+    /// is dropped).
+    fn get_or_init(&self, make: impl FnOnce() -> Arc<T>) -> &T {
+        if let Some(v) = self.get() {
+            return v;
+        }
+        let mine = Arc::into_raw(make()).cast_mut();
+        // AcqRel: Release publishes the value (pairs with `get`'s Acquire);
+        // Acquire on failure sees the winner's.
+        if self
+            .0
+            .compare_exchange(
+                std::ptr::null_mut(),
+                mine,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // SAFETY: `mine` came from `Arc::into_raw` above and was not
+            // published.
+            drop(unsafe { Arc::from_raw(mine) });
+        }
+        self.get().expect("set above or by the winner")
+    }
+}
+
+impl<T> Drop for OnceArc<T> {
+    fn drop(&mut self) {
+        let p = *self.0.get_mut();
+        if !p.is_null() {
+            // SAFETY: the `Arc::into_raw` pointer `self` owns.
+            drop(unsafe { Arc::from_raw(p) });
+        }
+    }
+}
+
+// SAFETY: an `OnceArc<T>` is an `Arc<T>` (shared across threads): as
+// `Arc<T>`, it needs `T: Send + Sync`.
+unsafe impl<T: Send + Sync> Send for OnceArc<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for OnceArc<T> {}
+
+// One pointer: what every shape's slot pays for a feature most never use.
+const _: () = assert!(std::mem::size_of::<OnceArc<Shared>>() == 8);
+
+impl Waiters {
     /// A SeqCst fence (skipped under loom when `_skip` is the injected
     /// fault).
     #[inline(always)]
