@@ -160,4 +160,4 @@ impl Fs for RealFs {
 }
 
 mod sim;
-pub use sim::{Op, SimFs};
+pub use sim::{Op, Refused, SimFs};
