@@ -72,8 +72,15 @@ struct WriteState {
     /// Write position in the last file.
     end: u64,
     /// Position in the last file just after the last commit record (or the
-    /// data start when the file holds no commit).
+    /// data start when the file holds no commit): a batch segment boundary.
     commit_end: u64,
+    /// The sequence number the next batch written to the last file gets
+    /// (batches of a file are numbered from 1, see `record`).
+    next_seq: u64,
+    /// The sequence number of the batch whose segment ends at `commit_end`
+    /// (0 when that is the data start or inside a version-1 file's records);
+    /// a cut back to `commit_end` continues with `commit_seq + 1`.
+    commit_seq: u64,
     /// Bytes written since the last index point.
     since_index: u64,
     poisoned: bool,
@@ -123,6 +130,8 @@ impl ShapeLog {
                 durable: Durable::default(),
                 end: 0,
                 commit_end: 0,
+                next_seq: 1,
+                commit_seq: 0,
                 since_index: 0,
                 poisoned: false,
             }),
@@ -136,7 +145,15 @@ impl ShapeLog {
         Ok(log)
     }
 
-    fn from_parts(at: Where, files: Vec<Arc<LogFile>>, durable: Durable, end: u64) -> ShapeLog {
+    /// A log recovered from `files`: everything on disk is committed, the
+    /// last file ends at `end`, and its next batch is number `next_seq`.
+    fn from_parts(
+        at: Where,
+        files: Vec<Arc<LogFile>>,
+        durable: Durable,
+        end: u64,
+        next_seq: u64,
+    ) -> ShapeLog {
         ShapeLog {
             id: at.id,
             stem: at.stem,
@@ -148,6 +165,8 @@ impl ShapeLog {
                 durable,
                 end,
                 commit_end: end,
+                next_seq,
+                commit_seq: next_seq.saturating_sub(1),
                 since_index: 0,
                 poisoned: false,
             }),
@@ -215,8 +234,11 @@ impl ShapeLog {
 
     /// Appends `entries` (numbered from the log's current entry count) and,
     /// if `commit` is given, a commit record making entries
-    /// `[0, commit.0)` committed; then syncs. On success every record is
-    /// durable. On failure the log is poisoned.
+    /// `[0, commit.0)` committed, as one batch (`record::encode_batch`);
+    /// then syncs, then writes the batch's `synced` marker (unsynced). On
+    /// success every record of the batch is durable. On failure the log is
+    /// poisoned; a failed marker write also poisons it, but the batch was
+    /// synced, so it is acknowledged (`Ok`).
     pub(crate) fn append<'a>(
         &self,
         entries: impl ExactSizeIterator<Item = &'a Entry> + Clone,
@@ -237,60 +259,58 @@ impl ShapeLog {
         // Roll to a new file only when nothing on disk is uncommitted, so the
         // uncommitted tail stays in the last file.
         if w.end >= self.cfg.file_bytes && w.durable.committed == w.durable.entries {
+            // The full file's last marker was written unsynced: sync it
+            // before the file stops being the last, where recovery treats
+            // any damage as corruption.
+            let full = Arc::clone(self.files().last().expect("a log always has a file"));
+            full.file
+                .sync_data()
+                .map_err(Error::io("sync", &full.path))
+                .inspect_err(|_| w.poisoned = true)?;
             let (file, data_start) = self.new_file(first, w.durable.last).inspect_err(|_| {
                 w.poisoned = true;
             })?;
             self.files_mut().push(Arc::new(file));
             w.end = data_start;
             w.commit_end = data_start;
+            w.next_seq = 1;
+            w.commit_seq = 0;
             w.since_index = 0;
+        }
+        if n == 0 && commit.is_none() {
+            return Ok(w.durable);
         }
         let file = Arc::clone(self.files().last().expect("a log always has a file"));
 
+        // The batch's bytes (record.rs lays them out); index points go at
+        // entry records.
+        let (start, seq, interval) = (w.end, w.next_seq, self.cfg.index_interval);
         let split = commit.map_or(0, |(c, _)| (c - first) as usize);
-        let mut buf = Vec::with_capacity(
-            entries
-                .clone()
-                .map(|e| record::entry_size(e.payload.len()))
-                .sum::<usize>()
-                + 33,
-        );
         let mut points = Vec::new();
         let mut since = w.since_index;
         let mut prev = w.durable.last;
-        let mut commit_end = None;
-        for (i, e) in entries.enumerate() {
-            if i == split {
-                if let Some((c, last)) = commit {
-                    record::put_commit(&mut buf, c, last);
-                    commit_end = Some(w.end + buf.len() as u64);
+        let mut number = first;
+        let batch = record::encode_batch(
+            seq,
+            entries.map(|e| (e.offset, &e.payload[..])),
+            commit.map(|(c, last)| (split, c, last)),
+            |pos, len, offset| {
+                if since >= interval {
+                    points.push(IndexPoint {
+                        seq: number,
+                        pos: start + pos as u64,
+                        prev,
+                    });
+                    since = 0;
                 }
-            }
-            if since >= self.cfg.index_interval {
-                points.push(IndexPoint {
-                    seq: first + i as u64,
-                    pos: w.end + buf.len() as u64,
-                    prev,
-                });
-                since = 0;
-            }
-            let before = buf.len();
-            record::put_entry(&mut buf, e.offset, &e.payload);
-            since += (buf.len() - before) as u64;
-            prev = e.offset;
-        }
-        if split == n {
-            if let Some((c, last)) = commit {
-                record::put_commit(&mut buf, c, last);
-                commit_end = Some(w.end + buf.len() as u64);
-            }
-        }
-        if buf.is_empty() {
-            return Ok(w.durable);
-        }
+                since += len as u64;
+                prev = offset;
+                number += 1;
+            },
+        );
         let res = file
             .file
-            .write_all_at(&buf, w.end)
+            .write_all_at(&batch.bytes, start)
             .map_err(Error::io("write", &file.path))
             .and_then(|()| file.file.sync_data().map_err(Error::io("sync", &file.path)));
         if let Err(e) = res {
@@ -301,16 +321,34 @@ impl ShapeLog {
         for p in points {
             file.push_index(p);
         }
-        w.end += buf.len() as u64;
+        let batch_end = start + batch.bytes.len() as u64;
+        w.end = batch_end;
+        w.next_seq = seq + 1;
         w.since_index = since;
-        if let Some(ce) = commit_end {
-            w.commit_end = ce;
+        if let Some(ce) = batch.commit_end {
+            w.commit_end = start + ce as u64;
+            w.commit_seq = seq;
         }
         w.durable.entries = first + n as u64;
         w.durable.last = prev;
         if let Some((c, last)) = commit {
             w.durable.committed = c;
             w.durable.last_committed = last;
+        }
+        // The batch is durable. The marker tells recovery so. It is not
+        // synced itself (the next batch's sync, or the sync before a roll,
+        // makes it durable; lost before that, it leaves the batch looking
+        // like a torn one). If it cannot be written the batch still stands,
+        // but the log is poisoned: `heal` cuts the file back to `batch_end`.
+        match file
+            .file
+            .write_all_at(&record::synced_marker(seq), batch_end)
+        {
+            Ok(()) => w.end = batch_end + record::SYNCED_SIZE as u64,
+            Err(e) => {
+                warn!(shape = %crate::registry::display_id(&self.id), error = %e, "writing a synced marker failed; writer poisoned");
+                w.poisoned = true;
+            }
         }
         Ok(w.durable)
     }
@@ -319,7 +357,9 @@ impl ShapeLog {
     /// the last batch known to be durable cannot be trusted after a failed
     /// write or sync (a failed fsync may drop dirty pages and report success
     /// later), so they are cut off and will be rewritten from memory by the
-    /// writer. No-op when the log is healthy.
+    /// writer. After a failed marker write that is the marker: `end` is the
+    /// end of its (durable) batch, and the next batch keeps the next
+    /// sequence number. No-op when the log is healthy.
     pub(crate) fn heal(&self) -> Result<Durable> {
         let mut w = self.state();
         if !w.poisoned {
@@ -366,6 +406,7 @@ impl ShapeLog {
         );
         file.truncate_index(w.commit_end);
         w.end = w.commit_end;
+        w.next_seq = w.commit_seq + 1;
         // The bytes counted since the last index point included the
         // discarded tail; restart the count so the next point lands after
         // every remaining one (all of which lie before `commit_end`).
@@ -451,7 +492,10 @@ impl ShapeLog {
                         }
                         seq += 1;
                     }
-                    Next::Record(Record::Commit { .. }, _) => {}
+                    Next::Record(
+                        Record::Commit { .. } | Record::Batch { .. } | Record::Synced { .. },
+                        _,
+                    ) => {}
                     Next::End | Next::Bad(_) => {
                         return Err(Error::Corrupt {
                             path: f.path.clone(),
