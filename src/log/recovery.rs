@@ -42,7 +42,10 @@
 //! header (its records before `p` are entries whose commit, at the segment's
 //! end or later, is gone: the next rule would discard them anyway). Then:
 //!
-//! - a last file whose header never became durable is removed;
+//! - a last file whose header never became durable (the file ends inside
+//!   it) is removed, unless an intact batch record follows in it: then the
+//!   header was durable and a damaged id length makes it look torn, which is
+//!   corruption (decided in the first phase);
 //! - the uncommitted tail (entries after the last commit record) is
 //!   truncated, so a transaction whose commit never reached the disk is
 //!   discarded; the cut lands on a segment boundary;
@@ -104,8 +107,9 @@ type Opened = (Arc<dyn crate::fs::FsFile>, Header, u64, Version);
 enum HeaderRead {
     Ok(Opened),
     /// The file ends inside its header: it was created but its header never
-    /// became durable, so it holds nothing that was acknowledged.
-    Torn,
+    /// became durable, so it holds nothing that was acknowledged (unless a
+    /// damaged length only makes it look so: see `recover`).
+    Torn(Arc<dyn FsFile>),
     /// A complete header that fails verification: damage, not a crash.
     Corrupt(&'static str),
 }
@@ -126,7 +130,7 @@ fn read_header(fs: &dyn Fs, path: &Path) -> Result<HeaderRead> {
                     buf.resize(need, 0);
                 }
             }
-            Err(super::record::Bad::Short { .. }) => return Ok(HeaderRead::Torn),
+            Err(super::record::Bad::Short { .. }) => return Ok(HeaderRead::Torn(f)),
             Err(super::record::Bad::Corrupt(why)) => return Ok(HeaderRead::Corrupt(why)),
         }
     }
@@ -488,11 +492,24 @@ pub(crate) fn recover(
         let last_file = k + 1 == files.len();
         let (f, h, data_start, version) = match read_header(fs.as_ref(), path)? {
             HeaderRead::Ok(opened) => opened,
-            HeaderRead::Torn if last_file => {
+            HeaderRead::Torn(f) if last_file => {
+                // Records are written only after the header was synced: an
+                // intact batch record means the header was durable and a
+                // damaged id length makes it look torn.
+                if let Some((q, _)) = scan_for_mark(f.as_ref(), path, 0, 1, 1)? {
+                    return Err(Error::Corrupt {
+                        path: path.clone(),
+                        detail: format!(
+                            "header: the file ends inside the header its id length claims, \
+                             but an intact batch record follows at byte {q}: \
+                             the header is damaged, not torn (nothing was removed)"
+                        ),
+                    });
+                }
                 torn_header = Some(path);
                 continue;
             }
-            HeaderRead::Torn => {
+            HeaderRead::Torn(_) => {
                 return Err(Error::Corrupt {
                     path: path.clone(),
                     detail: "torn header in a file that is not the last".into(),
