@@ -1,6 +1,8 @@
 //! Fails the Nth call of every file-system operation kind, for every N the
-//! workload reaches: the error reaches the caller, nothing panics, and after
-//! a restart (same files, no power loss) the acknowledged prefix is intact.
+//! workload reaches: the error reaches the caller (or, for the write of a
+//! batch's `synced` marker, which follows the batch's successful sync, no
+//! acknowledgement is lost), nothing panics, and after a restart (same
+//! files, no power loss) the acknowledged prefix is intact.
 
 mod common;
 
@@ -10,31 +12,47 @@ use std::sync::Arc;
 use shapebuf::fs::{Op, SimFs};
 use shapebuf::{Error, LogOffset, Store};
 
+/// The framed size of a `synced` marker (docs/format.md).
+const MARKER: usize = 17;
+
 #[test]
 fn every_failed_operation_is_reported_and_the_durable_prefix_survives() {
     let dir = Path::new("/db");
     let steps = 100;
     let clean = SimFs::new();
-    let mut model = common::Model::default();
-    common::run(Arc::new(clean.clone()), dir, steps, &mut model).expect("clean run");
+    let mut clean_model = common::Model::default();
+    common::run(Arc::new(clean.clone()), dir, steps, &mut clean_model).expect("clean run");
     let mut injected = 0;
+    let mut absorbed = 0;
     for op in Op::ALL {
         for n in 0..clean.ops_of(op) {
             let fs = SimFs::new();
             fs.fail_at(op, n);
             let mut model = common::Model::default();
             let res = common::run(Arc::new(fs.clone()), dir, steps, &mut model);
-            assert!(
-                res.is_err(),
-                "{op:?} #{n} failed but no error reached the caller"
-            );
+            if res.is_ok() {
+                // The one failure the log absorbs: a batch's `synced` marker
+                // (17 bytes, docs/format.md). The batch was synced, so it
+                // stands; the log is poisoned until a writer heals it, which
+                // a workload that flushes that shape no more does not see.
+                let refused = fs.refused();
+                assert!(
+                    refused.is_some_and(|r| r.op == Op::Write && r.len == MARKER),
+                    "{op:?} #{n} failed but no error reached the caller ({refused:?})"
+                );
+                assert_eq!(
+                    model.acked, clean_model.acked,
+                    "{op:?} #{n}: an absorbed failure must not cost an acknowledgement"
+                );
+                absorbed += 1;
+            }
             if let Err(why) = common::verify(Arc::new(fs.clone()), dir, &model) {
                 panic!("after failing {op:?} #{n}: {why}");
             }
             injected += 1;
         }
     }
-    eprintln!("io_faults: {injected} injected failures");
+    eprintln!("io_faults: {injected} injected failures ({absorbed} absorbed marker writes)");
     assert!(injected > 250, "sweep too small: {injected}");
 }
 

@@ -5,7 +5,10 @@
 //! Input layout: the input is split at each `0xFF 0xFE` pair into up to 8
 //! pieces; piece k becomes the file `shapes/0000000000000000-{k/2}.{k%2*5:020}.log`,
 //! so pieces pair up into two-file logs. Seeds in `corpus/open_store` are
-//! real log files joined the same way (see `seed.sh`).
+//! real log files joined the same way, written by `write_fuzz_seeds` in
+//! tests/corrupt_files.rs: `seed-*` in format version 1 (before batch
+//! records), `seed-v2-*` in version 2 (batch headers and `synced` markers).
+//! Both versions are opened, read and appended to.
 #![no_main]
 
 use std::path::Path;

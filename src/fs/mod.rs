@@ -177,4 +177,4 @@ impl Fs for RealFs {
 }
 
 mod sim;
-pub use sim::{Op, SimFs};
+pub use sim::{Op, Refused, SimFs};

@@ -8,6 +8,9 @@
 //!
 //! - [`SimFs::fail_at`] makes the `n`th operation of a kind fail with an I/O
 //!   error (that operation has no effect).
+//! - [`SimFs::refused`] tells which operation the fault or power cut hit
+//!   first (for a write, with its length), so a test can tell which
+//!   failures a caller is meant to see.
 //! - [`SimFs::cut_power_at`] makes the `n`th operation (of any kind) and
 //!   every later one fail, as if the machine lost power just before it;
 //!   [`SimFs::after_power_loss`] then builds the file system a reboot would
@@ -102,6 +105,19 @@ struct Inode {
     durable: Vec<u8>,
 }
 
+/// The first operation an armed fault ([`SimFs::fail_at`]) or power cut
+/// ([`SimFs::cut_power_at`]) refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Its kind.
+    pub op: Op,
+    /// Its number among the operations of its kind (0-based, counted from
+    /// the file system's creation).
+    pub n: u64,
+    /// For a write, the bytes it would have written; 0 for other kinds.
+    pub len: usize,
+}
+
 /// A closure run just before a chosen operation.
 struct Hook(Box<dyn FnOnce() + Send>);
 
@@ -130,6 +146,7 @@ struct State {
     /// descriptors), and the most ever alive at once.
     handles: usize,
     peak_handles: usize,
+    refused: Option<Refused>,
     /// Paths locked by [`Fs::lock`] (not file-system operations: never
     /// counted, failed or cut; a power loss releases them all).
     locked: std::collections::BTreeSet<PathBuf>,
@@ -206,6 +223,11 @@ impl SimFs {
     /// Whether the power has been cut.
     pub fn is_powered_off(&self) -> bool {
         self.lock().powered_off
+    }
+
+    /// The first operation a fault or the power cut refused, if any.
+    pub fn refused(&self) -> Option<Refused> {
+        self.lock().refused
     }
 
     /// Operations started so far (all kinds).
@@ -289,6 +311,11 @@ impl SimFs {
     /// Counts an operation, runs a hook armed for it, and decides whether
     /// it fails.
     fn begin(&self, op: Op) -> io::Result<MutexGuard<'_, State>> {
+        self.begin_sized(op, 0)
+    }
+
+    /// [`SimFs::begin`] for an operation of `len` bytes (a write).
+    fn begin_sized(&self, op: Op, len: usize) -> io::Result<MutexGuard<'_, State>> {
         let mut s = self.lock();
         let due = s.per_kind.get(&op).copied().unwrap_or(0);
         if s.hook
@@ -309,11 +336,14 @@ impl SimFs {
         if s.power_cut_at.is_some_and(|at| n >= at) {
             s.powered_off = true;
         }
+        let refused = Some(Refused { op, n: kn, len });
         if s.powered_off {
+            s.refused = s.refused.or(refused);
             return Err(injected("power is off"));
         }
         if s.fail == Some((op, kn)) {
             s.fail = None;
+            s.refused = s.refused.or(refused);
             return Err(injected(&format!("{op:?} #{kn}")));
         }
         Ok(s)
@@ -350,7 +380,7 @@ impl FsFile for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        let mut s = self.fs.begin(Op::Write)?;
+        let mut s = self.fs.begin_sized(Op::Write, buf.len())?;
         let data = &mut s.inodes[self.ino].cache;
         let pos = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
         if data.len() < pos + buf.len() {
@@ -513,9 +543,18 @@ mod tests {
         f.sync_data().expect("third sync succeeds");
         fs.cut_power_at(1);
         f.write_all_at(b"x", 0).expect("one more op");
-        assert!(f.write_all_at(b"y", 0).is_err());
+        assert!(f.write_all_at(b"yz", 0).is_err());
         assert!(f.sync_data().is_err());
         assert!(fs.is_powered_off());
+        assert_eq!(
+            fs.refused(),
+            Some(Refused {
+                op: Op::Sync,
+                n: 1,
+                len: 0
+            }),
+            "the first refusal was the injected sync failure"
+        );
     }
 
     #[test]

@@ -166,8 +166,15 @@ struct WriteState {
     /// Write position in the last file.
     end: u64,
     /// Position in the last file just after the last commit record (or the
-    /// data start when the file holds no commit).
+    /// data start when the file holds no commit): a batch segment boundary.
     commit_end: u64,
+    /// The sequence number the next batch written to the last file gets
+    /// (batches of a file are numbered from 1, see `record`).
+    next_seq: u64,
+    /// The sequence number of the batch whose segment ends at `commit_end`
+    /// (0 when that is the data start or inside a version-1 file's records);
+    /// a cut back to `commit_end` continues with `commit_seq + 1`.
+    commit_seq: u64,
     /// Bytes written since the last index point.
     since_index: u64,
     poisoned: bool,
@@ -195,9 +202,11 @@ pub(crate) struct ShapeLog {
 impl ShapeLog {
     /// The log of a new shape: no file until its first flush.
     pub(crate) fn new(ctx: Arc<LogCtx>, id: Bytes, stem: Stem) -> ShapeLog {
-        ShapeLog::from_parts(ctx, id, stem, Vec::new(), Durable::default(), 0)
+        ShapeLog::from_parts(ctx, id, stem, Vec::new(), Durable::default(), 0, 1)
     }
 
+    /// A log recovered from `files`: everything on disk is committed, the
+    /// last file ends at `end`, and its next batch is number `next_seq`.
     fn from_parts(
         ctx: Arc<LogCtx>,
         id: Bytes,
@@ -205,6 +214,7 @@ impl ShapeLog {
         files: Vec<Arc<LogFile>>,
         durable: Durable,
         end: u64,
+        next_seq: u64,
     ) -> ShapeLog {
         ShapeLog {
             ctx,
@@ -217,6 +227,8 @@ impl ShapeLog {
                 durable,
                 end,
                 commit_end: end,
+                next_seq,
+                commit_seq: next_seq.saturating_sub(1),
                 since_index: 0,
                 poisoned: false,
                 dir: None,
@@ -306,11 +318,14 @@ impl ShapeLog {
 
     /// Appends `entries` (numbered from the log's current entry count) and,
     /// if `commit` is given, a commit record making entries
-    /// `[0, commit.0)` committed; then syncs. On success every record is
-    /// durable once [`Appended::dir`] is (see [`ShapeLog::dir_durable`]).
-    /// On failure the log is poisoned. A log with no file yet gets its
-    /// first one, even for an empty batch (an explicit flush of a new shape
-    /// makes the shape durable).
+    /// `[0, commit.0)` committed, as one batch (`record::encode_batch`);
+    /// then syncs, then writes the batch's `synced` marker (unsynced). On
+    /// success every record of the batch is durable once [`Appended::dir`]
+    /// is (see [`ShapeLog::dir_durable`]). On failure the log is poisoned; a
+    /// failed marker write also poisons it, but the batch was synced, so it
+    /// is acknowledged (`Ok`). A log with no file yet gets its first one,
+    /// even for an empty batch (an explicit flush of a new shape makes the
+    /// shape durable).
     pub(crate) fn append<'a>(
         &self,
         entries: impl ExactSizeIterator<Item = &'a Entry> + Clone,
@@ -332,8 +347,8 @@ impl ShapeLog {
         // A new shape's first file, or a roll to a new file (only when
         // nothing on disk is uncommitted, so the uncommitted tail stays in
         // the last file).
-        let no_file = self.files().is_empty();
-        let roll = no_file
+        let last = self.files().last().cloned();
+        let roll = last.is_none()
             || (!empty
                 && w.end >= self.ctx.cfg.file_bytes
                 && w.durable.committed == w.durable.entries);
@@ -343,94 +358,130 @@ impl ShapeLog {
                 dir: w.dir,
             });
         }
-        let mut buf = Vec::with_capacity(
-            entries
-                .clone()
-                .map(|e| record::entry_size(e.payload.len()))
-                .sum::<usize>()
-                + 33,
-        );
-        let (file, at) = if roll {
-            let header = record::Header {
-                start: first,
-                base: w.durable.last,
-                id: self.id.clone(),
+        let mut bytes = Vec::new();
+        let (file, at) = match (roll, last) {
+            (false, Some(last)) => {
+                let at = w.end;
+                (last, at)
             }
-            .encode();
-            buf.extend_from_slice(&header);
-            let file = Arc::new(LogFile::new(first, w.durable.last, header.len() as u64));
-            (file, 0)
-        } else {
-            let last = Arc::clone(self.files().last().expect("a log with data has a file"));
-            (last, w.end)
+            (_, full) => {
+                if let Some(full) = full {
+                    // The full file's last marker was written unsynced: sync
+                    // it before the file stops being the last, where
+                    // recovery treats any damage as corruption.
+                    let path = self.ctx.path(self.stem, full.start);
+                    self.lease(&full)
+                        .and_then(|fd| fd.sync_data().map_err(Error::io("sync", &path)))
+                        .inspect_err(|_| w.poisoned = true)?;
+                }
+                let header = record::Header {
+                    start: first,
+                    base: w.durable.last,
+                    id: self.id.clone(),
+                }
+                .encode();
+                bytes.extend_from_slice(&header);
+                let file = Arc::new(LogFile::new(first, w.durable.last, header.len() as u64));
+                (file, 0)
+            }
         };
+        // The batch's bytes (record.rs lays them out) after the header of a
+        // new file; index points go at entry records.
+        let seq = if roll { 1 } else { w.next_seq };
+        let start = at + bytes.len() as u64;
+        let interval = self.ctx.cfg.index_interval;
         let split = commit.map_or(0, |(c, _)| (c - first) as usize);
         let mut points = Vec::new();
         let mut since = if roll { 0 } else { w.since_index };
         let mut prev = w.durable.last;
-        let mut commit_end = None;
-        for (i, e) in entries.enumerate() {
-            if i == split {
-                if let Some((c, last)) = commit {
-                    record::put_commit(&mut buf, c, last);
-                    commit_end = Some(at + buf.len() as u64);
-                }
-            }
-            if since >= self.ctx.cfg.index_interval {
-                points.push(IndexPoint {
-                    seq: first + i as u64,
-                    pos: at + buf.len() as u64,
-                    prev,
-                });
-                since = 0;
-            }
-            let before = buf.len();
-            record::put_entry(&mut buf, e.offset, &e.payload);
-            since += (buf.len() - before) as u64;
-            prev = e.offset;
+        let mut number = first;
+        let batch = (!empty).then(|| {
+            record::encode_batch(
+                seq,
+                entries.map(|e| (e.offset, &e.payload[..])),
+                commit.map(|(c, last)| (split, c, last)),
+                |pos, len, offset| {
+                    if since >= interval {
+                        points.push(IndexPoint {
+                            seq: number,
+                            pos: start + pos as u64,
+                            prev,
+                        });
+                        since = 0;
+                    }
+                    since += len as u64;
+                    prev = offset;
+                    number += 1;
+                },
+            )
+        });
+        if let Some(b) = &batch {
+            bytes.extend_from_slice(&b.bytes);
         }
-        if split == n {
-            if let Some((c, last)) = commit {
-                record::put_commit(&mut buf, c, last);
-                commit_end = Some(at + buf.len() as u64);
-            }
-        }
-        let res = if roll {
+        let path = self.ctx.path(self.stem, file.start);
+        let fd = if roll {
             self.create_file(&file)
         } else {
             self.lease(&file)
-        }
-        .and_then(|fd| {
-            let path = || self.ctx.path(self.stem, file.start);
-            fd.write_all_at(&buf, at)
-                .map_err(|e| Error::io("write", path())(e))?;
-            fd.sync_data().map_err(|e| Error::io("sync", path())(e))
+        };
+        let res = fd.and_then(|fd| {
+            fd.write_all_at(&bytes, at)
+                .map_err(Error::io("write", &path))?;
+            fd.sync_data().map_err(Error::io("sync", &path))?;
+            Ok(fd)
         });
-        if let Err(e) = res {
-            warn!(shape = %id::display(&self.id), error = %e, "log write failed; writer poisoned");
-            w.poisoned = true;
-            return Err(e);
-        }
+        let fd = match res {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(shape = %id::display(&self.id), error = %e, "log write failed; writer poisoned");
+                w.poisoned = true;
+                return Err(e);
+            }
+        };
         if roll {
             // Durable once the directory is: the caller waits for it.
             w.dir = Some(self.ctx.dir_sync.created());
-            w.end = file.data_start;
             w.commit_end = file.data_start;
+            w.commit_seq = 0;
             self.files_mut().push(Arc::clone(&file));
         }
         for p in points {
             file.push_index(p);
         }
-        w.end = at + buf.len() as u64;
+        let batch_end = at + bytes.len() as u64;
+        w.end = batch_end;
+        let Some(batch) = batch else {
+            // A new file with no batch (a new shape's explicit flush).
+            w.next_seq = 1;
+            w.since_index = 0;
+            return Ok(Appended {
+                durable: w.durable,
+                dir: w.dir,
+            });
+        };
+        w.next_seq = seq + 1;
         w.since_index = since;
-        if let Some(ce) = commit_end {
-            w.commit_end = ce;
+        if let Some(ce) = batch.commit_end {
+            w.commit_end = start + ce as u64;
+            w.commit_seq = seq;
         }
         w.durable.entries = first + n as u64;
         w.durable.last = prev;
         if let Some((c, last)) = commit {
             w.durable.committed = c;
             w.durable.last_committed = last;
+        }
+        // The batch is durable. The marker tells recovery so. It is not
+        // synced itself (the next batch's sync, or the sync before a roll,
+        // makes it durable; lost before that, it leaves the batch looking
+        // like a torn one). If it cannot be written the batch still stands,
+        // but the log is poisoned: `heal` cuts the file back to `batch_end`.
+        match fd.write_all_at(&record::synced_marker(seq), batch_end) {
+            Ok(()) => w.end = batch_end + record::SYNCED_SIZE as u64,
+            Err(e) => {
+                warn!(shape = %id::display(&self.id), error = %e, "writing a synced marker failed; writer poisoned");
+                w.poisoned = true;
+            }
         }
         Ok(Appended {
             durable: w.durable,
@@ -462,8 +513,10 @@ impl ShapeLog {
     /// the last batch known to be durable cannot be trusted after a failed
     /// write or sync (a failed fsync may drop dirty pages and report success
     /// later), so they are cut off and will be rewritten from memory by the
-    /// writer; a directory entry whose sync failed is synced again. No-op
-    /// when the log is healthy.
+    /// writer; a directory entry whose sync failed is synced again. After a
+    /// failed marker write that is the marker: `end` is the end of its
+    /// (durable) batch, and the next batch keeps the next sequence number.
+    /// No-op when the log is healthy.
     pub(crate) fn heal(&self) -> Result<Durable> {
         let mut w = self.state();
         if !w.poisoned {
@@ -519,6 +572,7 @@ impl ShapeLog {
         );
         file.truncate_index(w.commit_end);
         w.end = w.commit_end;
+        w.next_seq = w.commit_seq + 1;
         // The bytes counted since the last index point included the
         // discarded tail; restart the count so the next point lands after
         // every remaining one (all of which lie before `commit_end`).
@@ -651,7 +705,10 @@ impl ShapeLog {
                         }
                         seq += 1;
                     }
-                    Next::Record(Record::Commit { .. }, _) => {}
+                    Next::Record(
+                        Record::Commit { .. } | Record::Batch { .. } | Record::Synced { .. },
+                        _,
+                    ) => {}
                     Next::End | Next::Bad(_) => {
                         return Err(Error::Corrupt {
                             path: path.clone(),
