@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::buffer::{Buffer, RetiredBytes, Sizing, WriterToken};
 use crate::flusher::{Done, Job, Sink};
+use crate::lazy::Lazy;
 use crate::log::dir_sync::Ticket;
 use crate::log::{Appended, Durable};
 use crate::reader::{self, Disk};
@@ -30,6 +31,8 @@ use crate::{Entry, FlushTracker, LogOffset, ReadOutcome, Result};
 
 pub use crate::buffer::Fault;
 pub use crate::flush_tracker::TrackerFault;
+pub use crate::lazy::Fault as LazyFault;
+pub use crate::registry::Fault as RegistryFault;
 
 /// One shape's in-memory buffer, with its own epoch domain.
 pub struct Shape {
@@ -40,8 +43,14 @@ pub struct Shape {
 impl Shape {
     /// An empty shape (nothing committed, no segment) with `fault` injected.
     pub fn new(fault: Fault) -> Shape {
+        Shape::recovered(fault, 0)
+    }
+
+    /// A shape recovered from a log whose first `committed` entries are
+    /// committed (`Buffer::new`, as `Slot::open` builds it), no segment.
+    pub fn recovered(fault: Fault, committed: u64) -> Shape {
         let retired = Arc::new(RetiredBytes::default());
-        let buffer = Buffer::new(0, Epoch::new(), Arc::clone(&retired)).with_fault(fault);
+        let buffer = Buffer::new(committed, Epoch::new(), Arc::clone(&retired)).with_fault(fault);
         Shape {
             buffer: Arc::new(buffer),
             retired,
@@ -197,6 +206,135 @@ impl Writer {
             || disk.discard_uncommitted(),
         );
         self.durable = done.expect("the model disk does not fail");
+    }
+}
+
+/// A cold shape: its state is `slot.rs`'s [`Lazy`], opened by the first
+/// user (recovering a [`Shape`] from its [`MemDisk`], as `Slot::open`
+/// recovers a `Buffer` from the log), which the model's threads race to be.
+pub struct Cold {
+    lazy: Lazy<Shape, ()>,
+    disk: Arc<MemDisk>,
+    fault: Fault,
+    /// A pin for the lazy state's borrows (its own domain; nothing closes
+    /// the state in the model, so nothing is deferred).
+    epoch: Epoch,
+    /// Recoveries run (instrumentation: a std atomic, invisible to loom).
+    recoveries: std::sync::atomic::AtomicUsize,
+}
+
+impl Cold {
+    /// A closed shape whose log is `disk`, with `lazy` injected into its
+    /// state and `fault` into the buffer a recovery builds.
+    pub fn new(disk: Arc<MemDisk>, fault: Fault, lazy: LazyFault) -> Cold {
+        Cold {
+            lazy: Lazy::closed(()).with_fault(lazy),
+            disk,
+            fault,
+            epoch: Epoch::new(),
+            recoveries: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// `Slot::open`: recovers the shape unless a racing user did (or does).
+    pub fn open(&self) {
+        self.lazy
+            .open(|()| {
+                self.recoveries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let committed = self.disk.durable().committed;
+                Ok::<_, ()>(Shape::recovered(self.fault, committed))
+            })
+            .expect("the model recovery does not fail");
+    }
+
+    /// The open shape, as `Slot::get_arc` returns it (`None` while closed).
+    pub fn get(&self) -> Option<Arc<Shape>> {
+        self.lazy.get_arc(&self.epoch.pin())
+    }
+
+    /// Whether `shape` is the published state (`Slot::is_current`).
+    pub fn is_current(&self, shape: &Shape) -> bool {
+        self.lazy
+            .get(&self.epoch.pin())
+            .is_some_and(|s| std::ptr::eq(s, shape))
+    }
+
+    /// How many recoveries ran.
+    pub fn recoveries(&self) -> usize {
+        self.recoveries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The shape's log.
+    pub fn disk(&self) -> &Arc<MemDisk> {
+        &self.disk
+    }
+}
+
+/// The store's registry (`registry.rs`) with its own epoch domain: slots
+/// inserted, looked up under a pin, and removed (their registry reference
+/// handed to the epoch collector). Under loom a slot's drop *poisons* it
+/// (writes its canary through a loom cell) and keeps it allocated, so a
+/// lookup that reads a slot freed under it is a causality violation loom
+/// reports, not undefined behaviour in the test process.
+pub struct Registry {
+    inner: crate::registry::Registry,
+    epoch: Epoch,
+}
+
+impl Registry {
+    /// An empty registry with `fault` injected.
+    pub fn new(fault: RegistryFault) -> Registry {
+        Registry {
+            inner: crate::registry::Registry::new().with_fault(fault),
+            epoch: Epoch::new(),
+        }
+    }
+
+    /// Creates the slot of `id` (a new shape: nothing on disk).
+    pub fn insert(&self, id: &[u8]) {
+        let stem = crate::log::catalog::Stem {
+            hash: crate::log::catalog::fnv1a(id),
+            n: 0,
+        };
+        self.inner
+            .get_or_insert_with(id, &self.epoch.pin(), || {
+                Ok::<_, ()>(crate::slot::Slot::new(id, stem, crate::slot::Closed::New))
+            })
+            .expect("the model's insert does not fail");
+    }
+
+    /// A reader's lookup (`Store::read`'s): pins, finds the slot, reads its
+    /// id and its canary, unpins. Returns whether it found the slot.
+    pub fn lookup(&self, id: &[u8]) -> bool {
+        let guard = self.epoch.pin();
+        match self.inner.find(id, &guard) {
+            Some(slot) => {
+                assert_eq!(&slot.id[..], id);
+                assert_eq!(slot.canary(), 0, "a lookup read a freed slot");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `Store::remove`'s unpublish: removes the slot of `id` and hands the
+    /// registry's reference to the collector. Returns whether it was there.
+    pub fn remove(&self, id: &[u8]) -> bool {
+        let guard = self.epoch.pin();
+        let Some(slot) = self.inner.find(id, &guard).map(crate::registry::share) else {
+            return false;
+        };
+        let removed = self.inner.remove(&slot, &guard);
+        drop(guard);
+        removed
+    }
+
+    /// Runs `rounds` collections of the registry's domain.
+    pub fn collect(&self, rounds: usize) {
+        for _ in 0..rounds {
+            self.epoch.pin().flush();
+        }
     }
 }
 

@@ -37,7 +37,7 @@
 //! a lookup pins before it loads the table: the collector's epoch then
 //! orders the drop after every lookup that could have loaded the old table.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -50,6 +50,48 @@ pub(crate) const SHARDS: usize = 4096;
 /// The number of registry shards (loom: two, so models stay small).
 #[cfg(loom)]
 pub(crate) const SHARDS: usize = 2;
+
+/// A deliberate protocol error that the loom model injects to check that
+/// loom catches it (its failing twin). Production has none.
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// The shipping protocol.
+    #[default]
+    None,
+    /// [`Registry::remove`] lets the slot go at once instead of after the
+    /// epoch.
+    FreeWithoutDefer,
+}
+
+/// Slots the registry let go, under loom: poisoned and kept allocated
+/// (see `Slot::poison`), dropped with the registry.
+#[cfg(loom)]
+#[derive(Default)]
+struct Graveyard(std::sync::Mutex<Vec<Arc<Slot>>>);
+
+#[cfg(loom)]
+impl Graveyard {
+    fn bury(&self, slot: Arc<Slot>) {
+        slot.poison();
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(slot);
+    }
+}
+
+#[cfg(loom)]
+impl Drop for Graveyard {
+    fn drop(&mut self) {
+        // A failing model drops its state while unwinding, outside the loom
+        // execution, where a slot's drop (loom objects) would panic again.
+        if std::thread::panicking() {
+            let slots = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+            std::mem::forget(std::mem::take(slots));
+        }
+    }
+}
 
 /// A shard's table entry: the id's registry hash and the slot, whose
 /// registry reference the registry owns (module invariants). `Copy`, so
@@ -132,9 +174,21 @@ impl Owned {
 // SAFETY: `Slot` is `Send + Sync`; the pointer is an `Arc<Slot>` reference.
 unsafe impl Send for Owned {}
 
+/// The ids' hasher: SipHash-1-3 with a random key (ids are untrusted);
+/// under loom a fixed key, so that every execution of a model takes the
+/// same shards (loom requires models to be deterministic).
+#[cfg(not(loom))]
+type Hasher = std::hash::RandomState;
+#[cfg(loom)]
+type Hasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+
 pub(crate) struct Registry {
     shards: Box<[Shard]>,
-    hasher: RandomState,
+    hasher: Hasher,
+    #[cfg(loom)]
+    fault: Fault,
+    #[cfg(loom)]
+    graveyard: Arc<Graveyard>,
 }
 
 impl Registry {
@@ -146,8 +200,19 @@ impl Registry {
                     writer: Mutex::new(()),
                 })
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: Hasher::default(),
+            #[cfg(loom)]
+            fault: Fault::None,
+            #[cfg(loom)]
+            graveyard: Arc::default(),
         }
+    }
+
+    /// The same registry with `fault` injected (loom models only).
+    #[cfg(loom)]
+    pub(crate) fn with_fault(mut self, fault: Fault) -> Self {
+        self.fault = fault;
+        self
     }
 
     /// The hash of `id` that picks its shard and probes the shard's table.
@@ -214,10 +279,23 @@ impl Registry {
         let (entry, _) = found.remove();
         shard.map.store(Arc::new(next));
         let owned = Owned(entry.slot);
+        #[cfg(loom)]
+        {
+            let graveyard = Arc::clone(&self.graveyard);
+            if self.fault == Fault::FreeWithoutDefer {
+                graveyard.bury(owned.into_arc());
+                return true;
+            }
+            // SAFETY: as below.
+            unsafe { guard.defer_unchecked(move || graveyard.bury(owned.into_arc())) };
+        }
         // SAFETY: the closure only drops an `Arc<Slot>` (`Send`), after
         // every guard pinned before the table store above is dropped, so no
         // lookup still borrows the slot through the old table.
-        unsafe { guard.defer_unchecked(move || drop(owned.into_arc())) };
+        #[cfg(not(loom))]
+        unsafe {
+            guard.defer_unchecked(move || drop(owned.into_arc()))
+        };
         true
     }
 

@@ -101,6 +101,11 @@ pub(crate) struct Slot {
     /// Readers waiting for the shape's next commit (live tail; see
     /// `wait.rs`). Lives with the slot, so waits span terminate and restart.
     pub(crate) waiters: Waiters,
+    /// Under loom, written when the registry lets the slot go (instead of
+    /// freeing it): a lookup that reads it afterwards, unordered, is a
+    /// causality violation loom reports (model 9).
+    #[cfg(loom)]
+    canary: crate::sync::UnsafeCell<u64>,
 }
 
 impl Slot {
@@ -111,7 +116,23 @@ impl Slot {
             stem_n: stem.n,
             state: Lazy::closed(closed),
             waiters: Waiters::default(),
+            #[cfg(loom)]
+            canary: crate::sync::UnsafeCell::new(0),
         }
+    }
+
+    /// The canary (loom models only; see the field).
+    #[cfg(loom)]
+    pub(crate) fn canary(&self) -> u64 {
+        // SAFETY: loom checks this read against the poisoning write.
+        self.canary.with(|p| unsafe { *p })
+    }
+
+    /// Marks the slot as let go by the registry (loom models only).
+    #[cfg(loom)]
+    pub(crate) fn poison(&self) {
+        // SAFETY: loom checks this write against every read.
+        self.canary.with_mut(|p| unsafe { *p = 0xdead })
     }
 
     /// The shape's file stem.

@@ -746,7 +746,7 @@ impl Inner {
             Err(e) => return Err(e),
         };
         match header {
-            HeaderRead::Ok(h, _) => {
+            HeaderRead::Ok(h, _, _) => {
                 let guard = self.env.epoch.pin();
                 let mut slot = None;
                 ctx.catalog.resolve_with(stem, || {
@@ -765,10 +765,23 @@ impl Inner {
                 Ok(wanted.and_then(|(id, _)| (*id == h.id[..]).then_some(slot)))
             }
             HeaderRead::Torn if files.starts().len() == 1 => {
-                // A shape whose first flush never completed: nothing of it
-                // was acknowledged. Clear it away.
-                log::discard_stem(ctx, stem, files)?;
-                Ok(None)
+                // A shape whose first flush never completed (nothing of it
+                // was acknowledged): recovery clears it away, unless records
+                // after the header show that the header was durable and is
+                // damaged (then it is corrupt, and quarantined like any).
+                match log::recover(ctx, stem, files.starts()) {
+                    Ok(_) => {
+                        ctx.catalog.release(stem);
+                        Ok(None)
+                    }
+                    Err(Error::Corrupt { path, detail }) => {
+                        if let Some((_, damaged)) = wanted {
+                            damaged.get_or_insert((stem, files.clone(), path, detail));
+                        }
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             HeaderRead::Torn | HeaderRead::Corrupt(_) => {
                 let why = match header {
