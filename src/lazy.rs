@@ -106,25 +106,26 @@ impl<T, C> Lazy<T, C> {
     /// Opens the value unless it is open: runs `open` under the gate, and
     /// publishes what it returns. `open` may do I/O; the caller must not be
     /// pinned (it would stall reclamation for the whole store meanwhile).
-    pub(crate) fn open<E>(&self, open: impl FnOnce(&mut C) -> Result<T, E>) -> Result<(), E> {
+    /// Returns whether this call opened it.
+    pub(crate) fn open<E>(&self, open: impl FnOnce(&mut C) -> Result<T, E>) -> Result<bool, E> {
         #[cfg(loom)]
         if self.fault == Fault::OpenWithoutRecheck {
             // The twin: a lock-free "check, build, publish" (the build still
             // runs under the gate, but nothing checks again there).
             if !self.ptr.load(Ordering::Acquire).is_null() {
-                return Ok(());
+                return Ok(false);
             }
             let value = open(&mut lock(&self.gate))?;
             // The replaced value, if any, is leaked: the twin fails first.
             self.ptr
                 .store(Arc::into_raw(Arc::new(value)).cast_mut(), Ordering::Release);
-            return Ok(());
+            return Ok(true);
         }
         let mut gate = lock(&self.gate);
         // Relaxed: the gate orders this load after every earlier opener's
         // store (they stored under the gate).
         if !self.ptr.load(Ordering::Relaxed).is_null() {
-            return Ok(());
+            return Ok(false);
         }
         let value = open(&mut gate)?;
         // Release: pairs with the loads' Acquire (module orderings). (Loom
@@ -133,7 +134,7 @@ impl<T, C> Lazy<T, C> {
         self.ptr
             .store(Arc::into_raw(Arc::new(value)).cast_mut(), Ordering::Release);
         drop(gate);
-        Ok(())
+        Ok(true)
     }
 
     /// Closes the value if it is open: under the gate, `close` turns the
@@ -253,6 +254,7 @@ mod tests {
             .expect("open");
         }
         assert_eq!(opens, 1, "an open value is not opened again");
+        assert!(!lazy.open(|_| Ok::<_, ()>(String::new())).expect("open"));
         let guard = epoch.pin();
         assert_eq!(lazy.get(&guard).map(String::as_str), Some("open #1"));
         let held = lazy.get_arc(&guard).expect("open");

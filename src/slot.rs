@@ -29,7 +29,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::error;
 
-use crate::buffer::{Buffer, RetiredBytes};
+use crate::buffer::{Buffer, RetiredBytes, WriterToken};
 use crate::id;
 use crate::lazy::Lazy;
 use crate::log::catalog::Stem;
@@ -83,6 +83,38 @@ impl Quarantine {
     }
 }
 
+/// The shapes that reads opened (recovered) and that have no writer: at
+/// most [`IDLE_OPEN`] of them stay open; beyond that the oldest is closed
+/// again if it is still idle ([`Slot::close_idle`]), so reading a million
+/// cold shapes now and then keeps a bounded number of them in memory. (A
+/// shape a writer opened is closed by its terminate.)
+#[derive(Default)]
+pub(crate) struct Idle {
+    queue: std::sync::Mutex<std::collections::VecDeque<std::sync::Weak<Slot>>>,
+}
+
+/// Read-opened idle shapes kept open (about 1 KB each).
+pub(crate) const IDLE_OPEN: usize = 4096;
+
+impl Idle {
+    /// A read opened `slot`: remember it, and close the oldest beyond the
+    /// bound.
+    pub(crate) fn opened(&self, slot: &Arc<Slot>, env: &Env) {
+        let victims: Vec<Arc<Slot>> = {
+            let mut q = self
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            q.push_back(Arc::downgrade(slot));
+            let over = q.len().saturating_sub(IDLE_OPEN);
+            q.drain(..over).filter_map(|w| w.upgrade()).collect()
+        };
+        for v in victims {
+            v.close_idle(env);
+        }
+    }
+}
+
 /// What opening a slot needs from the store.
 pub(crate) struct Env {
     pub(crate) log: Arc<LogCtx>,
@@ -97,6 +129,9 @@ pub(crate) struct Slot {
     pub(crate) id: Box<[u8]>,
     /// The stem's number (its hash is the id's: [`Slot::stem`]).
     stem_n: u32,
+    /// An idle closer holds the writer claim ([`Slot::close_idle`]); a
+    /// hint (it sits in what would be padding).
+    closing: std::sync::atomic::AtomicBool,
     state: Lazy<Open, Closed>,
     /// Readers waiting for the shape's next commit (live tail; see
     /// `wait.rs`). Lives with the slot, so waits span terminate and restart.
@@ -114,6 +149,7 @@ impl Slot {
         Slot {
             id: id.into(),
             stem_n: stem.n,
+            closing: std::sync::atomic::AtomicBool::new(false),
             state: Lazy::closed(closed),
             waiters: Waiters::default(),
             #[cfg(loom)]
@@ -170,8 +206,8 @@ impl Slot {
     /// Opens the shape if it is closed: recovers its log from disk (first
     /// use), or starts an empty one (a new shape). Must be called unpinned
     /// (it does I/O). Fails with the quarantine's `Error::Corrupt`, or
-    /// [`Error::ShapeRemoved`].
-    pub(crate) fn open(&self, env: &Env) -> Result<()> {
+    /// [`Error::ShapeRemoved`]. Returns whether this call opened it.
+    pub(crate) fn open(&self, env: &Env) -> Result<bool> {
         self.state.open(|closed| {
             let open = match closed {
                 Closed::Open => unreachable!("the lazy state is closed"),
@@ -229,18 +265,48 @@ impl Slot {
         })
     }
 
-    /// Runs `f` on the open shape under a pin, opening it first if needed
-    /// (unpinned).
-    pub(crate) fn with_open<R>(&self, env: &Env, f: impl FnOnce(&Open, &Guard) -> R) -> Result<R> {
-        let mut f = Some(f);
-        loop {
-            let guard = env.epoch.pin();
-            if let Some(open) = self.get(&guard) {
-                let f = f.take().expect("called once");
-                return Ok(f(open, &guard));
+    /// Closes the shape again if a reader opened it and it is idle: no
+    /// writer, no published segment (a dropped writer's stays readable),
+    /// and a small log. Returns whether it closed it. (See [`Idle`].)
+    pub(crate) fn close_idle(&self, env: &Env) -> bool {
+        let Some(open) = self.get_arc(&env.epoch.pin()) else {
+            return false;
+        };
+        // Closing needs the writer claim (module invariants); a writer
+        // that finds it held by this closer waits instead of failing
+        // (`Store::writer`).
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let closed = match open.buffer.claim() {
+            Some(_token) => {
+                let guard = env.epoch.pin();
+                self.is_current(&open, &guard)
+                    && !open.buffer.is_live()
+                    && open.log.is_small(CLOSE_BELOW)
+                    && self.close(&guard)
             }
-            drop(guard);
-            self.open(env)?;
+            None => false,
+        };
+        self.closing
+            .store(false, std::sync::atomic::Ordering::Release);
+        closed
+    }
+
+    /// Takes the writer claim of `open` (this slot's state), waiting out an
+    /// idle closer that holds it for a moment; `None` if a writer holds it.
+    pub(crate) fn claim(&self, open: &Open) -> Option<WriterToken> {
+        loop {
+            if let Some(token) = open.buffer.claim() {
+                return Some(token);
+            }
+            // Acquire: pairs with the closer's Release clearing the flag
+            // after it let the claim go: seeing it clear, the second try
+            // below sees the claim free unless a writer holds it.
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::yield_now();
+                continue;
+            }
+            return open.buffer.claim();
         }
     }
 

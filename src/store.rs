@@ -41,7 +41,7 @@ use crate::log::{self, Files, HeaderRead, LogConfig, LogCtx};
 use crate::reader::{self, ReadOutcome, Visit, VisitOutcome};
 use crate::registry::{share, Registry};
 use crate::segment::Entry;
-use crate::slot::{Closed, Env, Quarantine, Slot};
+use crate::slot::{Closed, Env, Idle, Quarantine, Slot};
 use crate::sync::{Epoch, Guard};
 use crate::wait::{self, WaitOutcome, Waiters, Watch};
 use crate::wake::WakeService;
@@ -144,6 +144,8 @@ pub(crate) struct Inner {
     pub(crate) wake: WakeService,
     /// Writes and syncs writers' flush batches off their threads.
     pub(crate) flusher: crate::flusher::Flusher,
+    /// Shapes opened by reads and kept open, boundedly.
+    idle: Idle,
 }
 
 /// A directory of shape logs with their in-memory buffers.
@@ -242,6 +244,7 @@ impl Store {
             },
             tracker: FlushTracker::new(),
             wake: WakeService::new(),
+            idle: Idle::default(),
         });
         info!(dir = %inner.env.log.dir.display(), shapes = listing.stems, "store opened");
         Ok(Store { inner })
@@ -265,12 +268,12 @@ impl Store {
                 continue;
             };
             drop(guard);
-            let token = open
-                .buffer
-                .claim()
+            let token = slot
+                .claim(&open)
                 .ok_or_else(|| Error::WriterActive(id::display(id)))?;
-            // Still the published state? A terminate that closed it held the
-            // claim until after it did, so after our claim this tells.
+            // Still the published state? A terminate (or an idle closer)
+            // that closed it held the claim until after it did, so after
+            // our claim this tells.
             if !slot.is_current(&open, &env.epoch.pin()) {
                 continue;
             }
@@ -434,7 +437,7 @@ impl Store {
             .for_each(&guard, |s| slots.push(share(s)));
         drop(guard);
         for s in &slots {
-            match s.open(env) {
+            match self.inner.open_for_read(s) {
                 Ok(()) | Err(Error::Corrupt { .. } | Error::ShapeRemoved(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -631,9 +634,8 @@ impl Inner {
             let _token = match claimed {
                 Some(_) => None,
                 None => {
-                    let token = open
-                        .buffer
-                        .claim()
+                    let token = slot
+                        .claim(&open)
                         .ok_or_else(|| Error::WriterActive(id::display(&slot.id)))?;
                     if !slot.is_current(&open, &env.epoch.pin()) {
                         continue;
@@ -803,7 +805,12 @@ impl Inner {
 
     /// Reads `(after, upto]` of `slot`, opening (recovering) it first if it
     /// is closed.
-    fn read_slot(&self, slot: &Slot, after: LogOffset, upto: LogOffset) -> Result<ReadOutcome> {
+    fn read_slot(
+        &self,
+        slot: &Arc<Slot>,
+        after: LogOffset,
+        upto: LogOffset,
+    ) -> Result<ReadOutcome> {
         loop {
             let guard = self.env.epoch.pin();
             let pinned = slot
@@ -813,14 +820,14 @@ impl Inner {
             if let Some(p) = pinned {
                 return p.finish(after, upto);
             }
-            slot.open(&self.env)?;
+            self.open_for_read(slot)?;
         }
     }
 
     /// Visits `(after, upto]` of `slot` (see [`ShapeHandle::visit`]).
     fn visit_slot(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         after: LogOffset,
         upto: LogOffset,
         mut f: impl FnMut(&Entry),
@@ -838,7 +845,35 @@ impl Inner {
                 };
             }
             drop(guard);
-            slot.open(&self.env)?;
+            self.open_for_read(slot)?;
+        }
+    }
+
+    /// Opens `slot` for a reader (recovering it if it is closed); a shape
+    /// this opened is kept open boundedly ([`Idle`]).
+    fn open_for_read(&self, slot: &Arc<Slot>) -> Result<()> {
+        if slot.open(&self.env)? {
+            self.idle.opened(slot, &self.env);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on `slot`'s open state under a pin, opening it for a reader
+    /// first if needed.
+    fn with_open<R>(
+        &self,
+        slot: &Arc<Slot>,
+        f: impl FnOnce(&crate::slot::Open, &Guard) -> R,
+    ) -> Result<R> {
+        let mut f = Some(f);
+        loop {
+            let guard = self.env.epoch.pin();
+            if let Some(open) = slot.get(&guard) {
+                let f = f.take().expect("called once");
+                return Ok(f(open, &guard));
+            }
+            drop(guard);
+            self.open_for_read(slot)?;
         }
     }
 }
@@ -946,7 +981,7 @@ impl ShapeHandle {
     /// or if the shape cannot be read: removed, or quarantined). Recovers
     /// the shape first if it is not in memory.
     pub fn committed(&self) -> LogOffset {
-        let got = self.slot.with_open(&self.inner.env, |open, guard| {
+        let got = self.inner.with_open(&self.slot, |open, guard| {
             let view = open.buffer.view(guard);
             if let Some(seg) = view.segment {
                 if view.committed > seg.start() {
@@ -1079,8 +1114,8 @@ impl ShapeHandle {
     /// ```
     pub fn collect_files_before(&self, upto: LogOffset) -> Result<usize> {
         let log = self
-            .slot
-            .with_open(&self.inner.env, |open, _| Arc::clone(&open.log))?;
+            .inner
+            .with_open(&self.slot, |open, _| Arc::clone(&open.log))?;
         log.collect_before(upto)
     }
 
