@@ -31,6 +31,7 @@
 //! the gate), Acquire so that the reference it hands to the collector is
 //! the one it read.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::sync::{lock, AtomicPtr, Guard, Mutex, MutexGuard, Ordering};
@@ -140,12 +141,18 @@ impl<T, C> Lazy<T, C> {
     /// Closes the value if it is open: under the gate, `close` turns the
     /// open value into its closed form, the pointer is unpublished, and its
     /// reference is dropped once every thread pinned now has unpinned.
-    /// Returns whether it was open.
-    pub(crate) fn close(&self, guard: &Guard, close: impl FnOnce(&T, &mut C)) -> bool
+    /// `pending` counts the drops deferred and not run yet (so that an owner
+    /// can run them all before it goes away). Returns whether it was open.
+    pub(crate) fn close(
+        &self,
+        guard: &Guard,
+        pending: &Arc<AtomicUsize>,
+        close: impl FnOnce(&T, &mut C),
+    ) -> bool
     where
         T: Send + Sync + 'static,
     {
-        self.transition(guard, |open, c| match open {
+        self.transition(guard, pending, |open, c| match open {
             Some(open) => {
                 close(open, c);
                 (true, true)
@@ -162,6 +169,7 @@ impl<T, C> Lazy<T, C> {
     pub(crate) fn transition<R>(
         &self,
         guard: &Guard,
+        pending: &Arc<AtomicUsize>,
         f: impl FnOnce(Option<&T>, &mut C) -> (bool, R),
     ) -> R
     where
@@ -181,12 +189,20 @@ impl<T, C> Lazy<T, C> {
         debug_assert_eq!(old, p);
         drop(gate);
         let old = SendPtr(old);
+        // Relaxed: a count, read by the owner that drains the collector
+        // after every user is gone (the collector's own synchronisation
+        // orders the decrement after the drop it follows).
+        pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pending = Arc::clone(pending);
         // SAFETY: `old` holds the strong reference the pointer owned
         // (`Arc::into_raw`), now unreachable for new loads; the collector
         // drops it after every guard pinned before this call is dropped, so
         // no reader borrowing it through `get` outlives it. `T` is `Send`.
         unsafe {
-            guard.defer_unchecked(move || drop(Arc::from_raw(old.into_inner())));
+            guard.defer_unchecked(move || {
+                drop(Arc::from_raw(old.into_inner()));
+                pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
         }
         out
     }
@@ -258,10 +274,14 @@ mod tests {
         let guard = epoch.pin();
         assert_eq!(lazy.get(&guard).map(String::as_str), Some("open #1"));
         let held = lazy.get_arc(&guard).expect("open");
-        assert!(lazy.close(&guard, |v, c| *c = v.len() as u32 * 100));
+        let pending = Arc::default();
+        assert!(lazy.close(&guard, &pending, |v, c| *c = v.len() as u32 * 100));
         assert!(lazy.get(&guard).is_none());
-        assert!(!lazy.close(&guard, |_, _| unreachable!()));
+        assert!(!lazy.close(&guard, &pending, |_, _| unreachable!()));
         drop(guard);
+        while pending.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            epoch.pin().flush();
+        }
         assert_eq!(*held, "open #1", "a held reference outlives the close");
         assert_eq!(*lazy.gate().0, 700);
         lazy.open(|c| Ok::<_, ()>(format!("again from {c}")))

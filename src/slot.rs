@@ -120,6 +120,27 @@ pub(crate) struct Env {
     pub(crate) log: Arc<LogCtx>,
     pub(crate) epoch: Epoch,
     pub(crate) retired: Arc<RetiredBytes>,
+    /// Closed states whose drop the epoch collector has not run yet (see
+    /// [`Env::drain`]).
+    pub(crate) deferred: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Env {
+    /// Runs the drops that closes and removals deferred, once nobody can
+    /// use the store any more: a closed state may hold cached descriptors,
+    /// and a removed shape's log deletes its files when dropped. The epoch
+    /// domain outlives the store (threads cache handles of it), so what it
+    /// still holds would otherwise be held for good.
+    pub(crate) fn drain(&self) {
+        for _ in 0..1_000_000 {
+            // Relaxed: see `Lazy::close`.
+            if self.deferred.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                return;
+            }
+            self.epoch.pin().flush();
+        }
+        tracing::warn!("a pinned thread kept closed shapes' state from being freed at store drop");
+    }
 }
 
 /// See the module docs.
@@ -283,7 +304,7 @@ impl Slot {
                 self.is_current(&open, &guard)
                     && !open.buffer.is_live()
                     && open.log.is_small(CLOSE_BELOW)
-                    && self.close(&guard)
+                    && self.close(&guard, env)
             }
             None => false,
         };
@@ -313,8 +334,11 @@ impl Slot {
     /// Closes the shape (its buffer and log are dropped once readers that
     /// hold them are done) if it is open, leaving what reopening it takes.
     /// The caller holds the buffer's writer claim (module invariants).
-    pub(crate) fn close(&self, guard: &Guard) -> bool {
-        self.state.close(guard, |open, closed| {
+    pub(crate) fn close(&self, guard: &Guard, env: &Env) -> bool {
+        // The state's cached descriptors close now (its memory goes with
+        // the epoch): an idle shape holds no descriptor.
+        self.state.close(guard, &env.deferred, |open, closed| {
+            open.log.forget_descriptors();
             *closed = Closed::OnDisk(open.log.files_now());
         })
     }
@@ -322,9 +346,9 @@ impl Slot {
     /// Removes an open shape: `open` is its published state, whose writer
     /// claim the caller holds (and whose removal it made durable). Closes
     /// it for good. Returns false if `open` is not the published state.
-    pub(crate) fn remove_open(&self, open: &Open, guard: &Guard) -> bool {
+    pub(crate) fn remove_open(&self, open: &Open, guard: &Guard, env: &Env) -> bool {
         self.state
-            .transition(guard, |current, closed| match current {
+            .transition(guard, &env.deferred, |current, closed| match current {
                 Some(c) if std::ptr::eq(c, open) => {
                     *closed = Closed::Removed;
                     (true, true)

@@ -241,6 +241,7 @@ impl Store {
                 log: ctx,
                 epoch,
                 retired: Arc::default(),
+                deferred: Arc::default(),
             },
             tracker: FlushTracker::new(),
             wake: WakeService::new(),
@@ -585,6 +586,14 @@ impl reader::Disk for NoDisk {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nobody can reach the store any more: run what the collector still
+        // holds of it (descriptors of closed shapes, removed shapes' files).
+        self.env.drain();
+    }
+}
+
 /// What [`Store::remove`] (or [`ShapeWriter::remove`]) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -645,7 +654,7 @@ impl Inner {
             };
             let had_files = open.log.has_file();
             open.log.remove()?;
-            let removed = slot.remove_open(&open, &env.epoch.pin());
+            let removed = slot.remove_open(&open, &env.epoch.pin(), env);
             debug_assert!(removed, "the claimed state is the published one");
             self.unpublish(slot);
             drop(open);

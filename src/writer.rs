@@ -385,7 +385,7 @@ impl ShapeWriter {
         // hundreds: close it (its next use recovers it again). We hold the
         // writer claim, so no writer is using the state we close.
         if self.open.log.is_small(CLOSE_BELOW) {
-            self.slot.close(&guard);
+            self.slot.close(&guard, &self.inner.env);
         }
         drop(guard);
         self.broken = Some("terminated");

@@ -280,6 +280,14 @@ impl ShapeLog {
         Ok(())
     }
 
+    /// Closes the log's cached descriptors (they close once their leases
+    /// end): the shape was closed and holds none while idle.
+    pub(crate) fn forget_descriptors(&self) {
+        for f in self.files().iter() {
+            f.forget();
+        }
+    }
+
     /// Whether the log has a file yet (a new shape's has none until its
     /// first flush).
     pub(crate) fn has_file(&self) -> bool {
