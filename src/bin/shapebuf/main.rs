@@ -9,8 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod lanes;
 mod model;
 mod soak;
+mod sys;
+mod traffic;
 
 /// shapebuf: a lock-free in-memory buffer table with safe concurrent reader
 /// teardown, backed by a checksummed on-disk log.
