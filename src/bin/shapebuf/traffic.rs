@@ -590,8 +590,9 @@ impl<'a> Soak<'a> {
             } else {
                 (LogOffset::ZERO, LogOffset::MAX)
             };
-            let answer = self.read_via(via, None, &shape_id(s1.id), after, upto);
-            self.judge(lane, &s1, Route::ById, via, after, upto, answer);
+            let id = shape_id(s1.id);
+            let answer = self.read_via(via, None, &id, after, upto);
+            self.judge(lane, &s1, &id, Route::ById, via, (after, upto), answer);
             return;
         }
         let (handle, route, tail) = match cache.get(&lane) {
@@ -612,10 +613,8 @@ impl<'a> Soak<'a> {
             _ => (LogOffset::ZERO, LogOffset::MAX),
         };
         let answer = self.read_via(via, Some(&handle), handle.id(), after, upto);
-        match (
-            self.judge(lane, &s1, route, via, after, upto, answer),
-            route,
-        ) {
+        let outcome = self.judge(lane, &s1, handle.id(), route, via, (after, upto), answer);
+        match (outcome, route) {
             (Outcome::Read(entries), Route::Handle(gen)) => {
                 let c = cache.entry(lane).or_insert(Cached {
                     handle,
@@ -648,13 +647,14 @@ impl<'a> Soak<'a> {
             self.random_range(&s1.view, rng)
         };
         if via == Via::Store {
-            let answer = self.read_via(via, None, &shape_id(s1.id), after, upto);
-            self.judge(lane, &s1, Route::ById, via, after, upto, answer);
+            let id = shape_id(s1.id);
+            let answer = self.read_via(via, None, &id, after, upto);
+            self.judge(lane, &s1, &id, Route::ById, via, (after, upto), answer);
             return;
         }
         if let Ok((handle, route)) = self.take_handle(lane, &s1) {
             let answer = self.read_via(via, Some(&handle), handle.id(), after, upto);
-            self.judge(lane, &s1, route, via, after, upto, answer);
+            self.judge(lane, &s1, handle.id(), route, via, (after, upto), answer);
         }
     }
 
@@ -678,10 +678,10 @@ impl<'a> Soak<'a> {
             Err(e) => Err(self.judge(
                 lane,
                 s1,
+                &id,
                 Route::ById,
                 Via::Handle,
-                LogOffset::ZERO,
-                LogOffset::MAX,
+                (LogOffset::ZERO, LogOffset::MAX),
                 Err(e),
             )),
         }
@@ -737,16 +737,17 @@ impl<'a> Soak<'a> {
         }
     }
 
-    /// Unpins the lane and judges the answer of a read pinned at `s1`.
+    /// Unpins the lane and judges the answer of a read of shape `id` (of
+    /// range `(after, upto]`) pinned at `s1`.
     #[allow(clippy::too_many_arguments)]
     fn judge(
         &self,
         lane: u32,
         s1: &Seen,
+        id: &[u8],
         route: Route,
         via: Via,
-        after: LogOffset,
-        upto: LogOffset,
+        (after, upto): (LogOffset, LogOffset),
         answer: shapebuf::Result<(Vec<Entry>, bool, bool)>,
     ) -> Outcome {
         let (now, passed) = self.lanes.unpin(lane, s1.gen);
@@ -759,9 +760,11 @@ impl<'a> Soak<'a> {
         };
         let describe = || {
             format!(
-                "read {} of shape {} via {via:?} ({route:?}; incarnation now {}{})",
+                "read {} of shape {} via {via:?} ({route:?}; lane #{lane} at incarnation {} \
+                 when the read began, {} now{})",
                 range(after, upto),
-                Self::name(lane, &shape_id(s1.id), s1.gen),
+                id.escape_ascii(),
+                s1.gen,
                 now.gen,
                 if now.removing { ", removing" } else { "" },
             )
