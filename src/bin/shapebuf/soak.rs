@@ -188,6 +188,10 @@ fn soak(opts: &Options) -> Result<bool, String> {
     let started = Instant::now();
     setup(dir, &lanes, opts.payload, max_files)?;
     let setup_time = started.elapsed();
+    let setup_fds = fds.phase();
+    // Every store below is dropped with every thread that used it gone:
+    // none may leave a descriptor of the directory open.
+    let mut leaked = sys::open_in(dir);
 
     sys::trim();
     let rss_before = sys::rss();
@@ -245,6 +249,7 @@ fn soak(opts: &Options) -> Result<bool, String> {
             .set_message("stopping: terminating every hot shape");
     });
     soak.bar.finish_and_clear();
+    let traffic_fds = fds.phase();
 
     // Every writer has flushed or gone: the global durable offset must have
     // reached the last commit (the tracker's liveness).
@@ -269,6 +274,8 @@ fn soak(opts: &Options) -> Result<bool, String> {
     let written = verify(&store, &lanes, opts.payload, true, "written shapes")
         .map_err(|what| format!("before reopen: {what}"));
     drop(store);
+    let before = leaked;
+    leaked = sys::open_in(dir);
     let (reopen, reopen_peak) = match written {
         Ok(_) => match verify_reopen(dir, &lanes, opts.payload, max_files) {
             Ok((entries, peak)) => (Ok(entries), peak),
@@ -276,8 +283,18 @@ fn soak(opts: &Options) -> Result<bool, String> {
         },
         Err(what) => (Err(what), 0),
     };
+    let leaks = [
+        before,
+        leaked.saturating_sub(before),
+        sys::open_in(dir).saturating_sub(leaked),
+    ];
+    let leaked: usize = leaks.iter().sum();
     let verify_time = started.elapsed();
-    let fds_max = fds.max().max(peak_files).max(reopen_peak);
+    let verify_fds = fds.phase();
+    let fds_max = [setup_fds, traffic_fds, verify_fds, peak_files, reopen_peak]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     drop(fds);
 
     // Deleting a million files takes a while: on several threads, timed.
@@ -301,7 +318,8 @@ fn soak(opts: &Options) -> Result<bool, String> {
          {} reads ({} of random shapes), {} entries read/s, {} appends/s, {} flushes, \
          {} terminates, {} takeovers, removes={} removed_reads={} ({} waits, {} ended Removed), \
          {} dead-buffer fallbacks, {} trim races, {errors} errors, {wrong} wrong reads; \
-         fds_max={fds_max} (cache {max_files}, peak {peak_files}; limit {}), rss_per_shape={rss_per_shape}; \
+         fds_max={fds_max} (setup {setup_fds}, traffic {traffic_fds}, verify {verify_fds}; \
+         cache {max_files}, peak {peak_files}; limit {}), leaked_fds={leaked}, rss_per_shape={rss_per_shape}; \
          setup {:.1}s, open {:.2}s, verify {:.1}s{}; durable offset: max lag {max_lag} tx, \
          final {global} = last commit {last_commit}: {}; reopen: {}",
         stats.rotations.load(Relaxed),
@@ -337,7 +355,22 @@ fn soak(opts: &Options) -> Result<bool, String> {
     if !ghosts_ok {
         eprintln!("soak: {ghosts} incarnations kept for readers that never came for them");
     }
-    Ok(errors == 0 && wrong == 0 && reopen.is_ok() && watermark.is_ok() && ghosts_ok)
+    if leaked > 0 {
+        eprintln!(
+            "soak: DESCRIPTOR LEAK: dropped stores left {leaked} descriptors of their directory \
+             open for good (setup's store {}, traffic's {}, verification's {}; \
+             see tests/store_drop_leaks_descriptors.rs)",
+            leaks[0], leaks[1], leaks[2]
+        );
+    }
+    Ok(
+        errors == 0
+            && wrong == 0
+            && reopen.is_ok()
+            && watermark.is_ok()
+            && ghosts_ok
+            && leaked == 0,
+    )
 }
 
 /// Deletes the files in `dir` on [`SETUP_THREADS`] threads (unlinks in one

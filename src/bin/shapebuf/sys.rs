@@ -2,10 +2,11 @@
 //! descriptors and their limit (Linux `/proc`; elsewhere the readings are
 //! absent and reported as such).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The resident set size (`VmRSS` of `/proc/self/status`), in bytes.
 pub fn rss() -> Option<u64> {
@@ -20,6 +21,30 @@ pub fn rss() -> Option<u64> {
 pub fn open_fds() -> Option<usize> {
     let n = std::fs::read_dir("/proc/self/fd").ok()?.count();
     Some(n.saturating_sub(1))
+}
+
+/// How many descriptors of this process point into `dir` (its files or
+/// itself), once background threads had up to a second to let go of them.
+pub fn open_in(dir: &Path) -> usize {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return 0;
+    };
+    let count = || {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |listing| {
+            listing
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.starts_with(&dir))
+                .count()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let n = count();
+        if n == 0 || Instant::now() >= deadline {
+            return n;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The soft limit on open descriptors (`ulimit -n`), if there is one.
@@ -82,6 +107,14 @@ impl FdSampler {
             self.max.fetch_max(n, Relaxed);
         }
         self.max.load(Relaxed)
+    }
+
+    /// The most descriptors seen open at once since the last call (or the
+    /// start), starting over from the count now.
+    pub fn phase(&self) -> usize {
+        let max = self.max();
+        self.max.store(open_fds().unwrap_or(0), Relaxed);
+        max
     }
 }
 
