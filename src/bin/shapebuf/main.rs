@@ -65,10 +65,11 @@ enum Command {
     ///
     /// Prints one `soak:` summary line on stdout (with removes=,
     /// removed_reads=, fds_max= (open descriptors, sampled from
-    /// /proc/self/fd), rss_per_shape= (RSS growth from just before the store
+    /// /proc/self/fd), leaked_fds= (descriptors of the store's directory
+    /// left open by dropped stores: must be 0), rss_per_shape= (RSS growth from just before the store
     /// opened to the end of traffic, per shape) and the setup, open,
     /// verification and cleanup times); exits non-zero on any wrong read,
-    /// unexpected error or reopen mismatch.
+    /// unexpected error, reopen mismatch or leaked descriptor.
     Soak(soak::Options),
 }
 

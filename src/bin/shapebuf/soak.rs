@@ -33,6 +33,8 @@
 //!   count of open descriptors is sampled from `/proc/self/fd` throughout;
 //! - the flush tracker's global durable offset reaches the last commit once
 //!   every writer is gone;
+//! - a dropped store leaves no descriptor of its directory open
+//!   (`leaked_fds`, checked after each of the three stores is dropped);
 //! - after every shape is terminated, the store dropped and the directory
 //!   reopened, every shape's log equals its model exactly (all of them,
 //!   not a sample), ids moved away from are gone, and the store holds the
