@@ -71,7 +71,7 @@ const HOT_READ: f64 = 0.7;
 /// A reader waits for the next commit on a hot shape this often.
 const WAIT: f64 = 0.02;
 const WAIT_FOR: Duration = Duration::from_millis(2);
-/// Print at most this many wrong reads and errors in detail.
+/// Print at most this many wrong reads, and this many errors, in detail.
 const MAX_REPORTS: u64 = 20;
 
 #[derive(Default)]
@@ -125,7 +125,6 @@ pub struct Soak<'a> {
     /// Set when traffic should end (a plain flag: the joins synchronize).
     stop: AtomicBool,
     pub stats: Stats,
-    reports: AtomicU64,
     pub bar: ProgressBar,
 }
 
@@ -243,7 +242,6 @@ impl<'a> Soak<'a> {
             max_lag: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             stats: Stats::default(),
-            reports: AtomicU64::new(0),
             bar,
         }
     }
@@ -263,8 +261,8 @@ impl<'a> Soak<'a> {
 
     /// Prints a problem (the first few in detail) and counts it.
     fn report(&self, counter: &AtomicU64, what: String) {
-        bump(counter);
-        if self.reports.fetch_add(1, Relaxed) < MAX_REPORTS {
+        // Each kind of problem gets its own quota of detailed reports.
+        if counter.fetch_add(1, Relaxed) < MAX_REPORTS {
             self.bar.suspend(|| eprintln!("soak: {what}"));
         }
     }
