@@ -9,8 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod lanes;
 mod model;
 mod soak;
+mod sys;
+mod traffic;
 
 /// shapebuf: a lock-free in-memory buffer table with safe concurrent reader
 /// teardown, backed by a checksummed on-disk log.
@@ -23,7 +26,7 @@ mod soak;
     version,
     about,
     long_about,
-    after_help = "Examples:\n  shapebuf soak                         # 20 s on the defaults\n  shapebuf soak --seconds 5             # the CI soak\n  RUST_LOG=shapebuf=debug shapebuf soak --seconds 2 --shapes 10 --dir /tmp/sb"
+    after_help = "Examples:\n  shapebuf soak                         # 20 s on the defaults\n  shapebuf soak --seconds 5             # the CI soak\n  bash -c 'ulimit -n 1024 && shapebuf soak --shapes 100000 --seconds 5'    # CI's scale soak\n  bash -c 'ulimit -n 1024 && shapebuf soak --shapes 1000000 --seconds 30'  # a million shapes (~6 min)\n  RUST_LOG=shapebuf=debug shapebuf soak --seconds 2 --shapes 10 --dir /tmp/sb"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,25 +35,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Soak the store: writers, readers and a terminate/restart storm for a
-    /// while, every read checked against a model, then a reopen checked
-    /// exactly.
+    /// Soak the store at scale: a setup of --shapes shapes, then writers
+    /// churning a hot set, readers, a terminate/restart storm and removals
+    /// for a while, every read checked against a model, then a reopen
+    /// checked exactly.
     ///
-    /// Writer threads each own a subset of the shapes and append
-    /// multi-entry transactions (1 to 8 entries) with increasing
+    /// Setup gives every shape one committed entry (flushed, terminated;
+    /// timed and shown), then the store is reopened, so every shape comes
+    /// back from disk on first use. Writer threads each own a subset of the
+    /// shapes and keep --hot of them (in all) hot, rotating which: they
+    /// append multi-entry transactions (1 to 8 entries) with increasing
     /// transaction numbers, commit, and flush (automatically by size, and
     /// by explicit flush and tick). Shapes are terminated and restarted
     /// mid-traffic, one at a time and in whole-fleet "deploys"; some
     /// writers are dropped without terminate (an owner that panicked), and
-    /// the next writer takes over. Reader threads tail shapes and re-read
-    /// random ranges through `Store::read`, `ShapeHandle::read` and
-    /// `ShapeHandle::visit`.
+    /// the next writer takes over; shapes are removed (through their writer
+    /// or the store) and created again with the same id or a new one. Reader
+    /// threads tail hot shapes, re-read random ranges and read random idle
+    /// shapes through `Store::read`, `ShapeHandle::read` and
+    /// `ShapeHandle::visit`, and wait for commits.
     ///
     /// A read is wrong if it has a gap, a duplicate, a reordering, a wrong
-    /// payload or an uncommitted entry. At the end every writer is
-    /// terminated, the store is reopened and every shape's log must equal
-    /// the model exactly. Prints one `soak:` summary line on stdout; exits
-    /// non-zero on any wrong read, unexpected error or reopen mismatch.
+    /// payload, an uncommitted entry, or an entry of another incarnation of
+    /// the shape (a handle sees only its own). A read that finds its shape
+    /// removed counts as a removed read if a removal had begun, else as an
+    /// error. At the end every writer is terminated, the store is reopened
+    /// and every shape's log must equal the model exactly. The store's
+    /// descriptor cache is half of `ulimit -n` (at most 512).
+    ///
+    /// Prints one `soak:` summary line on stdout (with removes=,
+    /// removed_reads=, fds_max= (open descriptors, sampled from
+    /// /proc/self/fd), leaked_fds= (descriptors of the store's directory
+    /// left open by dropped stores: must be 0), rss_per_shape= (RSS growth from just before the store
+    /// opened to the end of traffic, per shape) and the setup, open,
+    /// verification and cleanup times); exits non-zero on any wrong read,
+    /// unexpected error, reopen mismatch or leaked descriptor.
     Soak(soak::Options),
 }
 

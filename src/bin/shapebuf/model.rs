@@ -18,8 +18,10 @@
 //! the read started is there, nothing uncommitted is, and entries are whole
 //! transactions, in order, each once.
 //!
-//! Payloads are a pure function of (shape, offset, length), so every
-//! returned payload is checked byte for byte too.
+//! Payloads are a pure function of (seed, offset, length), the seed naming
+//! one incarnation of one shape id (`lanes.rs`), so every returned payload
+//! is checked byte for byte too, and an entry of another shape or of an
+//! earlier incarnation of the same id shows as a wrong payload.
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -42,6 +44,13 @@ pub struct Model {
 }
 
 impl Model {
+    /// A model whose log is `committed`, all committed.
+    pub fn with_committed(committed: Vec<LogOffset>) -> Self {
+        Model {
+            inner: RwLock::new(ShapeModel::with_committed(committed)),
+        }
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, ShapeModel> {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -78,9 +87,22 @@ impl Model {
 }
 
 impl ShapeModel {
+    /// A log of `committed` entries, nothing in flight.
+    pub fn with_committed(committed: Vec<LogOffset>) -> Self {
+        ShapeModel {
+            committed: committed.len(),
+            offsets: committed,
+        }
+    }
+
     /// The committed offsets (without any in-flight transaction).
     pub fn committed(&self) -> &[LogOffset] {
         &self.offsets[..self.committed]
+    }
+
+    /// Whether `at` is an entry of the log, committed or in flight.
+    pub fn holds(&self, at: LogOffset) -> bool {
+        self.offsets.binary_search(&at).is_ok()
     }
 
     /// Checks the offsets `got` of a read of `(after, upto]` that started
@@ -150,11 +172,11 @@ impl ShapeModel {
     }
 }
 
-/// The payload of entry `at` of shape `shape`: `len` bytes of a
-/// deterministic stream, so any wrong or shifted payload shows.
-pub fn payload(shape: usize, at: LogOffset, len: usize) -> Bytes {
+/// The payload of entry `at` of the incarnation with seed `seed`: `len`
+/// bytes of a deterministic stream, so any wrong or shifted payload shows.
+pub fn payload(seed: u64, at: LogOffset, len: usize) -> Bytes {
     let mut v = Vec::with_capacity(len);
-    let mut stream = Stream::new(shape, at);
+    let mut stream = Stream::new(seed, at);
     while v.len() < len {
         let word = stream.next_word().to_le_bytes();
         let n = (len - v.len()).min(8);
@@ -163,24 +185,25 @@ pub fn payload(shape: usize, at: LogOffset, len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-/// Whether `got` is the payload of entry `at` of shape `shape`.
-pub fn payload_ok(shape: usize, at: LogOffset, len: usize, got: &[u8]) -> bool {
+/// Whether `got` is the payload of entry `at` of the incarnation with seed
+/// `seed`.
+pub fn payload_ok(seed: u64, at: LogOffset, len: usize, got: &[u8]) -> bool {
     if got.len() != len {
         return false;
     }
-    let mut stream = Stream::new(shape, at);
+    let mut stream = Stream::new(seed, at);
     got.chunks(8).all(|chunk| {
         let word = stream.next_word().to_le_bytes();
         chunk == &word[..chunk.len()]
     })
 }
 
-/// splitmix64 seeded by (shape, offset).
+/// splitmix64 seeded by (seed, offset).
 struct Stream(u64);
 
 impl Stream {
-    fn new(shape: usize, at: LogOffset) -> Self {
-        let mut s = Stream(shape as u64);
+    fn new(seed: u64, at: LogOffset) -> Self {
+        let mut s = Stream(seed);
         s.0 ^= s.next_word() ^ at.tx;
         s.0 ^= s.next_word() ^ at.op;
         s
@@ -261,6 +284,10 @@ mod tests {
         assert!(payload_ok(7, o(3, 1), 100, &p));
         assert!(!payload_ok(7, o(3, 2), 100, &p));
         assert!(!payload_ok(8, o(3, 1), 100, &p));
+        assert!(
+            !payload_ok(7 | 1 << 32, o(3, 1), 100, &p),
+            "another incarnation"
+        );
         assert!(!payload_ok(7, o(3, 1), 100, &p[..99]), "truncated");
         assert!(payload_ok(7, o(3, 1), 0, &payload(7, o(3, 1), 0)));
         let mut q = p.to_vec();
