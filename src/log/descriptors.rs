@@ -191,21 +191,30 @@ impl Clock {
     }
 
     /// Puts `slot` (which holds a handle now) in the ring unless it is
-    /// there, and drops entries of records that are gone or forgotten once
-    /// they outnumber the bound (a cache that never fills never sweeps).
-    fn insert(&mut self, slot: &Arc<Slot>, bound: usize) {
-        if !slot.in_ring.swap(true, Ordering::Relaxed) {
-            self.ring.push(Arc::downgrade(slot));
-        }
-        if self.ring.len() > 2 * bound + 16 {
-            self.ring.retain(|w| match w.upgrade() {
-                Some(s) if s.fd.load().is_some() => true,
+    /// there, and drops an entry or two of records that are gone or
+    /// forgotten, at the hand (a cache that never fills never sweeps; a
+    /// dead entry's weak reference would keep its record's memory).
+    fn insert(&mut self, slot: &Arc<Slot>) {
+        for _ in 0..2 {
+            if self.ring.is_empty() {
+                break;
+            }
+            if self.hand >= self.ring.len() {
+                self.hand = 0;
+            }
+            match self.ring[self.hand].upgrade() {
+                Some(s) if s.fd.load().is_some() => self.hand += 1,
                 Some(s) => {
                     s.in_ring.store(false, Ordering::Relaxed);
-                    false
+                    self.ring.swap_remove(self.hand);
                 }
-                None => false,
-            });
+                None => {
+                    self.ring.swap_remove(self.hand);
+                }
+            }
+        }
+        if !slot.in_ring.swap(true, Ordering::Relaxed) {
+            self.ring.push(Arc::downgrade(slot));
         }
     }
 }
@@ -304,7 +313,7 @@ impl Descriptors {
             return Ok(Arc::clone(winner));
         }
         drop(prev);
-        shared.lock().insert(slot, shared.bound);
+        shared.lock().insert(slot);
         Ok(handle)
     }
 
