@@ -43,7 +43,7 @@ use std::time::Instant;
 use shapebuf::{Config, LogOffset, Store};
 
 mod common;
-use common::{Json, NullFs, XorShift};
+use common::{rss_after_trim, rss_bytes, Json, NullFs, XorShift};
 
 /// Counts live heap bytes (requested sizes). Relaxed: a statistic read
 /// while the measured code is quiescent.
@@ -91,16 +91,6 @@ static ALLOC: Counting = Counting;
 
 fn live() -> usize {
     LIVE.load(Ordering::Relaxed)
-}
-
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 const PAYLOAD: usize = 100;
@@ -155,20 +145,6 @@ fn per_entry() {
             .write(&format!("memory/per_entry/{n}"));
         drop(w);
     }
-}
-
-extern "C" {
-    /// glibc: returns free heap memory to the system.
-    fn malloc_trim(pad: usize) -> i32;
-}
-
-/// RSS after asking glibc to return the free memory it keeps: separates
-/// live memory from the allocator's retention.
-fn rss_after_trim() -> u64 {
-    // SAFETY: `malloc_trim` has no preconditions; it only releases free
-    // memory held by glibc's allocator (which `System` uses).
-    unsafe { malloc_trim(0) };
-    rss_bytes()
 }
 
 fn cycles(label: &str, index_interval: u64) {

@@ -1,8 +1,9 @@
 //! Shared helpers of the shapebuf benches: criterion settings, percentile
 //! summaries written as JSON next to criterion's own output (read by
-//! `scripts/bench-report`), the record framing the baselines write, and two
+//! `scripts/bench-report`), the record framing the baselines write, two
 //! file-system wrappers (no-sync and in-memory null) built on the public
-//! [`shapebuf::fs`] seam.
+//! [`shapebuf::fs`] seam, and the process's resident memory and open
+//! descriptors.
 //!
 //! Each bench binary includes this module with `mod common;` and uses only
 //! part of it.
@@ -120,6 +121,38 @@ impl Json {
             .num(&format!("{prefix}_p999_ns"), p.p999)
             .num(&format!("{prefix}_max_ns"), p.max)
     }
+}
+
+/// This process's resident set size in bytes (`/proc/self/statm`; 0 where
+/// there is none).
+pub fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+extern "C" {
+    /// glibc: returns free heap memory to the system.
+    fn malloc_trim(pad: usize) -> i32;
+}
+
+/// RSS after asking glibc to return the free memory it keeps: separates
+/// live memory from the allocator's retention.
+pub fn rss_after_trim() -> u64 {
+    // SAFETY: `malloc_trim` has no preconditions; it only releases free
+    // memory held by glibc's allocator (which `System` uses).
+    unsafe { malloc_trim(0) };
+    rss_bytes()
+}
+
+/// File descriptors this process holds (`/proc/self/fd`, less the one that
+/// lists it).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
 }
 
 /// A fast, deterministic PRNG for key choice in timed loops.
