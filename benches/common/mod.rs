@@ -2,12 +2,14 @@
 //! summaries written as JSON next to criterion's own output (read by
 //! `scripts/bench-report`), the record framing the baselines write, two
 //! file-system wrappers (no-sync and in-memory null) built on the public
-//! [`shapebuf::fs`] seam, and the process's resident memory and open
-//! descriptors.
+//! [`shapebuf::fs`] seam, the process's resident memory and open
+//! descriptors, and the fjall baseline ([`fjall_log`]).
 //!
 //! Each bench binary includes this module with `mod common;` and uses only
 //! part of it.
 #![allow(dead_code)]
+
+pub mod fjall_log;
 
 use std::fmt::Write as _;
 use std::io;
