@@ -523,7 +523,8 @@ fn raise_nofile() -> (u64, u64) {
 }
 
 /// One engine at one size: what its children reported, the failures keyed
-/// `<role>_error` / `<role>_cause` / `<role>_failed_at`.
+/// `<role>_error` / `<role>_cause` / `<role>_failed_at`, a child not run
+/// `<role>_skipped`.
 type Figures = BTreeMap<String, String>;
 
 fn run_child(role: &str, engine: &str, n: usize, dir: &Path, figs: &mut Figures) -> bool {
@@ -573,7 +574,7 @@ fn measure(engine: &str, n: usize, base: &Path) -> Figures {
     if run_child("build", engine, n, dir.path(), &mut figs) {
         run_child("reopen", engine, n, dir.path(), &mut figs);
     } else {
-        figs.insert("reopen_error".into(), "not run: the build failed".into());
+        figs.insert("reopen_skipped".into(), "the build failed".into());
     }
     drop(dir);
     if engine == "shapebuf" {
@@ -756,7 +757,10 @@ fn cell(figs: &Figures, engine: &str, key: &str, unit: Unit, role: &str) -> (Str
     ) {
         (Some(c), _) => format!("FAILED: {c}"),
         (None, Some(e)) => format!("FAILED: {e}"),
-        (None, None) => "-".into(),
+        (None, None) => match figs.get(&format!("{role}_skipped")) {
+            Some(why) => format!("not run: {why}"),
+            None => "-".into(),
+        },
     };
     (text, None)
 }
