@@ -25,7 +25,11 @@
 //!      `persist(SyncData)` of the one journal, its terminate a flush;
 //!    - **RSS per idle shape**: (RSS after the shapes - RSS before) / shapes,
 //!      after the host's idle collection (`Store::collect`; nothing for
-//!      fjall), also after `malloc_trim` (glibc's retention excluded);
+//!      fjall), also after `malloc_trim` (glibc's retention excluded), and
+//!      **heap per idle shape**, the live heap's growth (a counting global
+//!      allocator, as in `benches/memory.rs`: requested bytes, steady where
+//!      RSS at 1,000 shapes moves with glibc's arenas by a few hundred bytes
+//!      a shape from run to run);
 //!      **descriptors** (`/proc/self/fd`) once every shape was written;
 //!    - **hot read**: shape `hot` gets 1,000 entries (100 transactions of
 //!      10) with its writer live; a read of its last 10 entries through a
@@ -36,8 +40,9 @@
 //!      database (fjall does not flush memtables on close: its next open
 //!      replays the journal, as a restart does).
 //! 2. **reopen** child, the build's directory: **open** time
-//!    (`Store::open_with`; `Database::open` + keyspace), descriptors and RSS
-//!    per shape after open; the **first read after reopen** of `big` (its
+//!    (`Store::open_with`; `Database::open` + keyspace), descriptors, RSS
+//!    and heap per shape after open (fjall's include the memtable its open
+//!    rebuilds from the journal: at 1,000 shapes mostly the 1 MiB shape); the **first read after reopen** of `big` (its
 //!    whole log, 1 MiB) and of 100 distinct small shapes (p50 and max, each
 //!    the first read of its shape; through the store: lookup + read); then
 //!    a read of every shape (**touch all**, per shape) and the descriptors
@@ -45,7 +50,9 @@
 //!    state, not the disk's.
 //! 3. **live** child (shapebuf only; fjall has no per-shape writer state),
 //!    fresh directory: a live `ShapeWriter` per shape, each holding one
-//!    committed (unflushed) entry; **RSS per live shape** as above.
+//!    committed (unflushed) entry; **RSS and heap per live shape** as above
+//!    (the heap figure includes the `ShapeWriter` struct, whose vector is
+//!    allocated before the baseline).
 //!
 //! Run: `cargo bench --bench scale` (1,000 and 100,000 shapes);
 //! `SCALE_SHAPES=1000,100000,1000000 cargo bench --bench scale` for the
@@ -73,7 +80,10 @@ use shapebuf::{Config, LogOffset, ShapeHandle, ShapeWriter, Store};
 
 mod common;
 use common::fjall_log::{FjallHandle, FjallStore, FjallWriter};
-use common::{open_fds, rss_after_trim, rss_bytes, Json, NoSyncFs};
+use common::{heap_bytes, open_fds, rss_after_trim, rss_bytes, Counting, Json, NoSyncFs};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -299,6 +309,42 @@ fn ns_per_call(mut f: impl FnMut() -> Res<()>) -> Res<f64> {
     Ok(common::pcts(&mut batches).p50)
 }
 
+/// Memory at a baseline: resident (after `malloc_trim`) and live heap.
+struct Mem {
+    rss: u64,
+    heap: usize,
+}
+
+impl Mem {
+    fn now() -> Mem {
+        let rss = rss_after_trim();
+        Mem {
+            rss,
+            heap: heap_bytes(),
+        }
+    }
+
+    /// Emits `<what>_rss_per_shape`, `<what>_heap_per_shape` (plus
+    /// `extra` bytes per shape allocated before the baseline) and
+    /// `<what>_rss_trim_per_shape` (after `malloc_trim`): the growth since
+    /// `self` over `n` shapes.
+    fn emit_growth(&self, what: &str, n: usize, extra: usize) {
+        let per = |now: f64, then: f64| (now - then) / n as f64;
+        emit(
+            &format!("{what}_rss_per_shape"),
+            per(rss_bytes() as f64, self.rss as f64),
+        );
+        emit(
+            &format!("{what}_heap_per_shape"),
+            per(heap_bytes() as f64, self.heap as f64) + extra as f64,
+        );
+        emit(
+            &format!("{what}_rss_trim_per_shape"),
+            per(rss_after_trim() as f64, self.rss as f64),
+        );
+    }
+}
+
 /// `SCALE_SYNC=0` turns syncs off (inherited by the children).
 fn sync() -> bool {
     std::env::var("SCALE_SYNC").map_or(true, |v| v != "0")
@@ -313,7 +359,7 @@ fn build<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
     let mut first_flush = Vec::with_capacity(TIMED);
     let timed_from = n.saturating_sub(TIMED);
     store.settle();
-    let rss0 = rss_after_trim();
+    let mem = Mem::now();
     let shapes = Instant::now();
     for i in 0..n {
         let id = shape_id(i);
@@ -343,13 +389,7 @@ fn build<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
     emit_pcts("first_commit", &mut first_commit);
     emit_pcts("first_flush", &mut first_flush);
     store.settle();
-    let rss1 = rss_bytes();
-    let rss1_trim = rss_after_trim();
-    emit("idle_rss_per_shape", (rss1 as f64 - rss0 as f64) / n as f64);
-    emit(
-        "idle_rss_trim_per_shape",
-        (rss1_trim as f64 - rss0 as f64) / n as f64,
-    );
+    mem.emit_growth("idle", n, 0);
     emit("fds_after_build", open_fds());
 
     let mut hot = store.writer(HOT)?;
@@ -386,15 +426,12 @@ fn build<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
 fn reopen<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
     let start = Instant::now();
     emit("fds_before_open", open_fds());
-    let rss0 = rss_after_trim();
+    let mem = Mem::now();
     let t = Instant::now();
     let store = E::open(dir, sync())?;
     emit("open_ms", ms(t));
     emit("fds_after_open", open_fds());
-    emit(
-        "open_rss_per_shape",
-        (rss_bytes() as f64 - rss0 as f64) / n as f64,
-    );
+    mem.emit_growth("open", n, 0);
 
     let t = Instant::now();
     let got = store.read(BIG, LogOffset::ZERO, LogOffset::MAX)?;
@@ -442,7 +479,7 @@ fn live<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
     let store = E::open(dir, sync())?;
     let mut writers = Vec::with_capacity(n);
     store.settle();
-    let rss0 = rss_after_trim();
+    let mem = Mem::now();
     let t = Instant::now();
     for i in 0..n {
         let id = shape_id(i);
@@ -456,13 +493,9 @@ fn live<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
         progress(&format!("{name} live"), i, n, t);
     }
     store.settle();
-    let rss1 = rss_bytes();
-    let rss1_trim = rss_after_trim();
-    emit("live_rss_per_shape", (rss1 as f64 - rss0 as f64) / n as f64);
-    emit(
-        "live_rss_trim_per_shape",
-        (rss1_trim as f64 - rss0 as f64) / n as f64,
-    );
+    // The writers' vector was allocated before the baseline: its share is
+    // the writer struct itself.
+    mem.emit_growth("live", n, std::mem::size_of::<E::Writer>());
     emit("fds_live", open_fds());
     emit("live_child_s", start.elapsed().as_secs_f64());
     Ok(())
@@ -675,6 +708,12 @@ const ROWS: &[(&str, &str, Unit, &str)] = &[
         "build",
     ),
     (
+        "heap per idle shape (counting allocator)",
+        "idle_heap_per_shape",
+        Unit::Bytes,
+        "build",
+    ),
+    (
         "RSS per live shape (live writer, 1 entry)",
         "live_rss_per_shape",
         Unit::Bytes,
@@ -683,6 +722,12 @@ const ROWS: &[(&str, &str, Unit, &str)] = &[
     (
         "RSS per live shape, after `malloc_trim`",
         "live_rss_trim_per_shape",
+        Unit::Bytes,
+        "live",
+    ),
+    (
+        "heap per live shape (writer struct included)",
+        "live_heap_per_shape",
         Unit::Bytes,
         "live",
     ),
@@ -703,6 +748,12 @@ const ROWS: &[(&str, &str, Unit, &str)] = &[
     (
         "RSS per shape after open",
         "open_rss_per_shape",
+        Unit::Bytes,
+        "reopen",
+    ),
+    (
+        "heap per shape after open",
+        "open_heap_per_shape",
         Unit::Bytes,
         "reopen",
     ),
