@@ -34,7 +34,7 @@
 //!    - **hot read**: shape `hot` gets 1,000 entries (100 transactions of
 //!      10) with its writer live; a read of its last 10 entries through a
 //!      handle (`ShapeHandle::read`: owned; fjall: a range scan collected),
-//!      median of 51 batches of 1,000 reads, ns per read, while the N idle
+//!      ns per read (median of 501 batches of 100 reads), while the N idle
 //!      shapes exist;
 //!    - close: shapebuf drops the store; fjall persists and drops the
 //!      database (fjall does not flush memtables on close: its next open
@@ -292,14 +292,17 @@ fn write_big<E: Engine>(store: &E) -> Res<()> {
     w.terminate()
 }
 
-/// Median over batches of the time of one `f`, in ns.
+/// The time of one `f` in ns: the median over 501 batches of 100 calls
+/// (short batches, so that on a loaded machine a preemption spoils a few
+/// batches, not the median).
 fn ns_per_call(mut f: impl FnMut() -> Res<()>) -> Res<f64> {
-    const BATCH: u32 = 1000;
-    for _ in 0..BATCH {
+    const BATCH: u32 = 100;
+    const BATCHES: usize = 501;
+    for _ in 0..10 * BATCH {
         f()?;
     }
-    let mut batches = Vec::with_capacity(51);
-    for _ in 0..51 {
+    let mut batches = Vec::with_capacity(BATCHES);
+    for _ in 0..BATCHES {
         let t = Instant::now();
         for _ in 0..BATCH {
             f()?;
@@ -638,6 +641,7 @@ enum Unit {
 
 fn fmt(v: f64, unit: Unit) -> String {
     match unit {
+        Unit::Ns if v >= 1e9 => format!("{:.2} s", v / 1e9),
         Unit::Ns if v >= 1e6 => format!("{:.2} ms", v / 1e6),
         Unit::Ns if v >= 1e3 => format!("{:.1} µs", v / 1e3),
         Unit::Ns => format!("{v:.0} ns"),
@@ -857,19 +861,29 @@ fn report(results: &[(usize, Vec<Figures>)], nofile: (u64, u64)) -> String {
             );
         }
     }
-    let hot = |e: usize, figs: &[Figures]| figs[e].get("hot_read_ns")?.parse::<f64>().ok();
-    if let (Some((n0, first)), Some((n1, last))) = (results.first(), results.last()) {
-        if n1 > n0 {
-            s.push_str("\n| hot read growth | shapebuf | fjall |\n|---|---|---|\n");
-            let _ = writeln!(
-                s,
-                "| {} shapes / {} shapes | {} | {} |",
-                thousands(*n1 as u64),
-                thousands(*n0 as u64),
-                ratio(hot(0, last), hot(0, first)),
-                ratio(hot(1, last), hot(1, first)),
-            );
+    // Each engine's hot read at the largest size it was measured at,
+    // against the smallest.
+    let mut growth = String::new();
+    for (e, engine) in ENGINES.iter().enumerate() {
+        let hot: Vec<(usize, f64)> = results
+            .iter()
+            .filter_map(|(n, figs)| Some((*n, figs[e].get("hot_read_ns")?.parse().ok()?)))
+            .collect();
+        if let (Some(&(n0, a)), Some(&(n1, b))) = (hot.first(), hot.last()) {
+            if n1 > n0 {
+                let _ = writeln!(
+                    growth,
+                    "| {engine} | {} / {} | {} |",
+                    thousands(n1 as u64),
+                    thousands(n0 as u64),
+                    ratio(Some(b), Some(a))
+                );
+            }
         }
+    }
+    if !growth.is_empty() {
+        s.push_str("\n| hot read growth | shapes | ratio |\n|---|---|---|\n");
+        s.push_str(&growth);
     }
     let mut notes = String::new();
     for (n, figs) in results {
