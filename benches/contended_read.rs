@@ -34,6 +34,14 @@
 //! - `skiplist`: `crossbeam_skiplist::base::SkipList`, one epoch pin per
 //!   read and per transaction.
 //! - `scc-treeindex`: `scc::TreeIndex`.
+//! - `fjall-owned` / `fjall-borrow`: fjall (an LSM key-value store) holding
+//!   the log as a storage author would (`common::fjall_log`): a key per
+//!   entry, a write batch per transaction, a range scan per read, collected
+//!   (`owned`) or visited without collecting (`borrow`; fjall has no
+//!   borrowing read: each value is still a reference count or an inline
+//!   copy). Its writer persists (`SyncData`, or `Buffer` in the "nosync"
+//!   groups) after the transaction that passes each 64 KiB. It keeps every
+//!   entry (memtable, then tables on disk), so it needs no trim.
 //!
 //!   After each flush the baselines drop entries older than the newest
 //!   1,024 (splitting the old part off under the lock, freeing it outside).
@@ -71,6 +79,7 @@ use crossbeam_skiplist::base::SkipList;
 use shapebuf::{Config, Entry, LogOffset, ShapeHandle, ShapeWriter, Store};
 
 mod common;
+use common::fjall_log::{FjallHandle, FjallStore, FjallWriter};
 use common::{Json, NoSyncFs};
 
 const PAYLOAD: usize = 100;
@@ -109,6 +118,7 @@ enum Kind {
     StdMutex,
     SkipList,
     TreeIndex,
+    Fjall,
 }
 
 impl Kind {
@@ -130,6 +140,8 @@ impl Kind {
             (Kind::SkipList, Mode::Borrow) => "skiplist-borrow",
             (Kind::TreeIndex, Mode::Owned) => "scc-treeindex-owned",
             (Kind::TreeIndex, Mode::Borrow) => "scc-treeindex-borrow",
+            (Kind::Fjall, Mode::Owned) => "fjall-owned",
+            (Kind::Fjall, Mode::Borrow) => "fjall-borrow",
         }
     }
 }
@@ -199,6 +211,55 @@ impl Writer for SbWriter {
             self.0.append(LogOffset::new(tx, op), p).expect("append");
         }
         self.0.commit().expect("commit");
+    }
+}
+
+// ---------------------------------------------------------------- fjall
+
+impl Reader for FjallHandle {
+    fn read(&self, after: LogOffset, upto: LogOffset, mode: Mode) -> Seen {
+        match mode {
+            Mode::Owned => {
+                let v = FjallHandle::read(self, after, upto).expect("read");
+                Seen {
+                    entries: v.len(),
+                    bytes: v.iter().map(|e| e.payload.len()).sum(),
+                    from_disk: false,
+                }
+            }
+            Mode::Borrow => {
+                let mut bytes = 0;
+                let entries = self
+                    .visit(after, upto, |_, p| bytes += p.len())
+                    .expect("visit");
+                Seen {
+                    entries,
+                    bytes,
+                    from_disk: false,
+                }
+            }
+        }
+    }
+}
+
+/// fjall's writer, persisting after the transaction that passes each
+/// [`FLUSH_BYTES`] (counted as shapebuf counts them).
+struct FjallTxWriter {
+    w: FjallWriter,
+    pending: usize,
+}
+
+impl Writer for FjallTxWriter {
+    fn write_tx(&mut self, tx: u64, payloads: Vec<Bytes>) {
+        for (op, p) in (0u64..).zip(payloads) {
+            self.pending += p.len() + 25;
+            self.w.append(LogOffset::new(tx, op), p).expect("append");
+        }
+        self.w.commit().expect("commit");
+        if self.pending >= FLUSH_BYTES {
+            self.w.flush().expect("flush");
+            self.pending = 0;
+        }
     }
 }
 
@@ -546,6 +607,22 @@ fn fixture(kind: Kind, sync: bool) -> Fixture {
             sync,
         ),
         Kind::TreeIndex => baseline(Tree(scc::TreeIndex::new()), common::disk_dir(), sync),
+        Kind::Fjall => {
+            let dir = common::disk_dir();
+            let mode = if sync {
+                fjall::PersistMode::SyncData
+            } else {
+                fjall::PersistMode::Buffer
+            };
+            let store = FjallStore::open_with(dir.path(), mode).expect("open fjall");
+            let w = store.writer(SHAPE).expect("writer");
+            let handle = store.handle(SHAPE).expect("handle");
+            (
+                Box::new(handle),
+                Box::new(FjallTxWriter { w, pending: 0 }),
+                dir,
+            )
+        }
     };
     let mut fx = Fixture {
         reader,
@@ -740,6 +817,7 @@ fn bench_group(c: &mut Criterion, sync: bool, pace: Option<f64>) {
             Kind::StdRwLock,
             Kind::PlRwLock,
             Kind::SkipList,
+            Kind::Fjall,
         ]
     } else if sync {
         &[
@@ -750,6 +828,7 @@ fn bench_group(c: &mut Criterion, sync: bool, pace: Option<f64>) {
             Kind::StdMutex,
             Kind::SkipList,
             Kind::TreeIndex,
+            Kind::Fjall,
         ]
     } else {
         // The floor never flushes: it is the same in both groups.
@@ -760,6 +839,7 @@ fn bench_group(c: &mut Criterion, sync: bool, pace: Option<f64>) {
             Kind::StdMutex,
             Kind::SkipList,
             Kind::TreeIndex,
+            Kind::Fjall,
         ]
     };
     let readers: &[usize] = if pace.is_some() { &[4] } else { &READERS };
@@ -813,6 +893,7 @@ fn read_uncontended(c: &mut Criterion) {
         Kind::StdMutex,
         Kind::SkipList,
         Kind::TreeIndex,
+        Kind::Fjall,
     ];
     for kind in kinds {
         for mode in [Mode::Owned, Mode::Borrow] {

@@ -35,7 +35,6 @@
 //!    pages in each, so the first run's RSS includes what the reader and
 //!    flusher threads' arenas retain. With one arena, RSS tracks the
 //!    library's live memory plus one arena's free pages.
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,65 +42,10 @@ use std::time::Instant;
 use shapebuf::{Config, LogOffset, Store};
 
 mod common;
-use common::{Json, NullFs, XorShift};
-
-/// Counts live heap bytes (requested sizes). Relaxed: a statistic read
-/// while the measured code is quiescent.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments and
-// only adds bookkeeping; the allocator contract is `System`'s.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is (see the impl).
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is (see the impl).
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is (see the impl).
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded as is (see the impl).
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-        }
-        p
-    }
-}
+use common::{heap_bytes, rss_after_trim, rss_bytes, Counting, Json, NullFs, XorShift};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
 
 const PAYLOAD: usize = 100;
 
@@ -135,7 +79,7 @@ fn per_entry() {
         let store = Store::open_with_fs(dir.path(), cfg, Arc::new(NullFs)).expect("open");
         let mut w = store.writer("mem").expect("writer");
         settle(&store);
-        let before = live();
+        let before = heap_bytes();
         for i in 0..n as u64 {
             w.append(LogOffset::new(i / 10 + 1, i % 10), vec![7u8; PAYLOAD])
                 .expect("append");
@@ -145,7 +89,7 @@ fn per_entry() {
         }
         w.commit().expect("commit");
         settle(&store);
-        let grown = live() as f64 - before as f64;
+        let grown = heap_bytes() as f64 - before as f64;
         let overhead = (grown - (n * PAYLOAD) as f64) / n as f64;
         println!("  n = {n:>9}: {overhead:7.1} B/entry");
         Json::default()
@@ -155,20 +99,6 @@ fn per_entry() {
             .write(&format!("memory/per_entry/{n}"));
         drop(w);
     }
-}
-
-extern "C" {
-    /// glibc: returns free heap memory to the system.
-    fn malloc_trim(pad: usize) -> i32;
-}
-
-/// RSS after asking glibc to return the free memory it keeps: separates
-/// live memory from the allocator's retention.
-fn rss_after_trim() -> u64 {
-    // SAFETY: `malloc_trim` has no preconditions; it only releases free
-    // memory held by glibc's allocator (which `System` uses).
-    unsafe { malloc_trim(0) };
-    rss_bytes()
 }
 
 fn cycles(label: &str, index_interval: u64) {
@@ -265,7 +195,7 @@ fn cycles(label: &str, index_interval: u64) {
                 let p = (
                     cycle,
                     rss_bytes(),
-                    live(),
+                    heap_bytes(),
                     retired,
                     start.elapsed(),
                     rss_after_trim(),

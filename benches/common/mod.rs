@@ -1,16 +1,22 @@
 //! Shared helpers of the shapebuf benches: criterion settings, percentile
 //! summaries written as JSON next to criterion's own output (read by
-//! `scripts/bench-report`), the record framing the baselines write, and two
+//! `scripts/bench-report`), the record framing the baselines write, two
 //! file-system wrappers (no-sync and in-memory null) built on the public
-//! [`shapebuf::fs`] seam.
+//! [`shapebuf::fs`] seam, the process's live heap (a counting allocator),
+//! resident memory and open descriptors, and the fjall baseline
+//! ([`fjall_log`]).
 //!
 //! Each bench binary includes this module with `mod common;` and uses only
 //! part of it.
 #![allow(dead_code)]
 
+pub mod fjall_log;
+
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +126,86 @@ impl Json {
             .num(&format!("{prefix}_p999_ns"), p.p999)
             .num(&format!("{prefix}_max_ns"), p.max)
     }
+}
+
+/// Counts live heap bytes (requested sizes) for [`heap_bytes`]; a bench
+/// that reads them installs it (`#[global_allocator] static ALLOC: Counting
+/// = Counting;`). Relaxed: a statistic read while the measured code is
+/// quiescent.
+pub struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments and
+// only adds bookkeeping; the allocator contract is `System`'s.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is (see the impl).
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is (see the impl).
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is (see the impl).
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is (see the impl).
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+/// Live heap bytes, if the bench installed [`Counting`] (else 0).
+pub fn heap_bytes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// This process's resident set size in bytes (`/proc/self/statm`; 0 where
+/// there is none).
+pub fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+extern "C" {
+    /// glibc: returns free heap memory to the system.
+    fn malloc_trim(pad: usize) -> i32;
+}
+
+/// RSS after asking glibc to return the free memory it keeps: separates
+/// live memory from the allocator's retention.
+pub fn rss_after_trim() -> u64 {
+    // SAFETY: `malloc_trim` has no preconditions; it only releases free
+    // memory held by glibc's allocator (which `System` uses).
+    unsafe { malloc_trim(0) };
+    rss_bytes()
+}
+
+/// File descriptors this process holds (`/proc/self/fd`, less the one that
+/// lists it).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
 }
 
 /// A fast, deterministic PRNG for key choice in timed loops.
