@@ -9,8 +9,8 @@
 //! with the same hash (the table uses the low bits for the bucket and the
 //! top 7 for its tag, so the shard bits do not skew it). Adding or removing
 //! a shape copies only its shard (about `n / 4096` entries) under that
-//! shard's writer lock. A table entry is a plain `(hash, slot pointer)`
-//! pair, so the copy is a memory copy that touches no slot: no reference
+//! shard's writer lock. A table entry is a plain slot pointer (8 bytes:
+//! the id is compared through it), so the copy is a memory copy that touches no slot: no reference
 //! count is taken or dropped per entry (an entry of owned
 //! `(Bytes, Arc<Slot>)` pairs made it two cold cache-line writes per entry,
 //! twice; see docs/benchmarks.md, cause 7).
@@ -93,12 +93,13 @@ impl Drop for Graveyard {
     }
 }
 
-/// A shard's table entry: the id's registry hash and the slot, whose
-/// registry reference the registry owns (module invariants). `Copy`, so
-/// copying a table touches no slot.
+/// A shard's table entry: the slot, whose registry reference the registry
+/// owns (module invariants). `Copy`, so copying a table touches no slot.
+/// One pointer: the table's tag bytes filter probes, a match compares the
+/// slot's id, and a table that grows rehashes the ids (rare: a table is
+/// copied whole at each change, and grows by doubling).
 #[derive(Clone, Copy)]
 struct Entry {
-    hash: u64,
     slot: NonNull<Slot>,
 }
 
@@ -138,7 +139,7 @@ impl Shard {
             .load()
             .find(hash, |e| {
                 // SAFETY: loaded under `guard` just now.
-                e.hash == hash && unsafe { e.slot(guard) }.id[..] == *id
+                unsafe { e.slot(guard) }.id[..] == *id
             })
             // SAFETY: loaded under `guard` just now.
             .map(|e| unsafe { e.slot(guard) })
@@ -256,11 +257,15 @@ impl Registry {
         // The registry's reference (module invariants).
         let owned = Arc::into_raw(Arc::clone(&slot)).cast_mut();
         let entry = Entry {
-            hash,
             slot: NonNull::new(owned).expect("an Arc's pointer is not null"),
         };
         let mut next = Map::clone(&shard.map.load());
-        next.insert_unique(hash, entry, |e| e.hash);
+        next.insert_unique(hash, entry, |e| {
+            // SAFETY: every entry of the table is a slot the registry owns
+            // (it is in the published table, and only a removal under this
+            // shard's lock, which we hold, takes it out).
+            self.hash(&unsafe { e.slot.as_ref() }.id)
+        });
         shard.map.store(Arc::new(next));
         Ok(slot)
     }

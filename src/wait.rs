@@ -127,7 +127,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::sync::{
-    fence, lock, wait, AtomicBool, AtomicU64, AtomicUsize, Condvar, MutexGuard, Ordering,
+    fence, lock, wait, AtomicBool, AtomicU32, AtomicU64, Condvar, MutexGuard, Ordering,
 };
 use crate::wake::{Link, WakeService};
 use crate::{sync::Mutex, LogOffset};
@@ -222,9 +222,9 @@ pub(crate) trait Watch {
 #[derive(Default)]
 pub(crate) struct Waiters {
     /// Registered waiters (blocking and async).
-    count: AtomicUsize,
+    count: AtomicU32,
     /// `(closes << 2) | reason` of the last close.
-    closed: AtomicU64,
+    closed: AtomicU32,
     /// Allocated by the first waiter; never freed before the slot (the
     /// waker thread's queue holds clones).
     shared: OnceArc<Shared>,
@@ -392,7 +392,7 @@ impl Waiters {
         let _ = self
             .closed
             .fetch_update(Ordering::Release, Ordering::Relaxed, |c| {
-                Some((((c >> 2) + 1) << 2) | why as u64)
+                Some(((c >> 2).wrapping_add(1) << 2) | why as u32)
             });
         // SeqCst fence: as in `notify_commit`, with `closed` as the store.
         self.fence_unless(Fault::NotifyWithoutFence);
@@ -404,7 +404,7 @@ impl Waiters {
 
     /// Waiters registered now (blocking and async).
     pub(crate) fn count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed) as usize
     }
 
     /// Queues the shape for the waker thread unless it is queued already
@@ -572,18 +572,18 @@ impl Waiters {
     }
 
     /// The current close generation, snapshotted when a wait starts.
-    fn generation(&self) -> u64 {
+    fn generation(&self) -> u32 {
         // Acquire: pairs with the Release update in `close`.
         self.closed.load(Ordering::Acquire)
     }
 
     /// The outcome if the wait is over (a commit past `after`, or a close
     /// since generation `gen0`), `None` to keep waiting.
-    fn check(&self, watch: &impl Watch, after: LogOffset, gen0: u64) -> Option<WaitOutcome> {
+    fn check(&self, watch: &impl Watch, after: LogOffset, gen0: u32) -> Option<WaitOutcome> {
         // `closed`, then liveness, then the committed offset: see the
         // module's orderings.
         let closed = self.generation();
-        if closed != gen0 && closed & 3 == Close::Removed as u64 || watch.is_removed() {
+        if closed != gen0 && closed & 3 == Close::Removed as u32 || watch.is_removed() {
             return Some(WaitOutcome::Removed);
         }
         let live = watch.is_live();
@@ -595,7 +595,7 @@ impl Waiters {
             return Some(WaitOutcome::Terminated);
         }
         if closed != gen0 {
-            return Some(if closed & 3 == Close::WriterDropped as u64 {
+            return Some(if closed & 3 == Close::WriterDropped as u32 {
                 WaitOutcome::WriterDropped
             } else {
                 WaitOutcome::Terminated
@@ -664,7 +664,7 @@ pub(crate) fn wait_for(watch: &impl Watch, after: LogOffset, timeout: Duration) 
 }
 
 /// [`wait_for`], reporting closes after generation `gen0`.
-fn wait_since(watch: &impl Watch, after: LogOffset, timeout: Duration, gen0: u64) -> WaitOutcome {
+fn wait_since(watch: &impl Watch, after: LogOffset, timeout: Duration, gen0: u32) -> WaitOutcome {
     let waiters = watch.waiters();
     // Fast path: no registration when there is something to read already
     // or the shape is dead.
@@ -726,7 +726,7 @@ fn relock_timeout<'a, T, R>(r: std::sync::LockResult<(MutexGuard<'a, T>, R)>) ->
 pub(crate) struct WaitFuture<W: Watch> {
     watch: W,
     after: LogOffset,
-    gen0: u64,
+    gen0: u32,
     /// The slab key while registered.
     key: Option<usize>,
 }
@@ -885,14 +885,14 @@ pub mod loom_model {
 
         /// The close generation now: a wait given it reports every later
         /// close.
-        pub fn generation(&self) -> u64 {
+        pub fn generation(&self) -> u32 {
             self.waiters.generation()
         }
 
         /// A blocking wait for a commit past transaction `after` or a close
         /// after generation `gen`, without a deadline (a lost wake-up is a
         /// deadlock loom reports).
-        pub fn wait(&self, after: u64, gen: u64) -> WaitOutcome {
+        pub fn wait(&self, after: u64, gen: u32) -> WaitOutcome {
             wait_since(self, LogOffset::new(after, 0), Duration::MAX, gen)
         }
 

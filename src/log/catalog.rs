@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(listing.stems, 1);
         assert_eq!(
             c.candidates(h),
-            vec![(listed, Files::List(vec![3, 7].into()))]
+            vec![(listed, Files::List(Box::new(vec![3, 7])))]
         );
         assert_eq!(c.allocate(h), Stem { hash: h, n: 1 });
         assert_eq!(c.allocate(h), Stem { hash: h, n: 2 });
