@@ -7,6 +7,12 @@
 //! cycles, their ratio (the lifecycle issue's target: within 1.1x), and
 //! how many files are left in the store's directory (target: none).
 //!
+//! It runs twice, each in a child process: with glibc's default arenas
+//! and with `MALLOC_ARENA_MAX=1` (one arena: the flusher threads' frees
+//! return to the same arena the store allocates from; with an arena per
+//! thread, RSS grows by what glibc keeps per arena while the live heap
+//! stays flat: docs/benchmarks.md, cause 12).
+//!
 //! Not a criterion bench: one figure per run. Files go to tmpfs
 //! (`/dev/shm`) with fsyncs skipped (`common::NoSyncFs`): a million file
 //! creations and deletions in one ext4 directory slow down over the run
@@ -29,6 +35,8 @@ use shapebuf::{Config, LogOffset, Store};
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+const CHILD: &str = "SHAPEBUF_RECLAIM_CHILD";
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter that is not ours skips us.
     if std::env::args()
@@ -37,6 +45,31 @@ fn main() {
     {
         return;
     }
+    if std::env::var_os(CHILD).is_some() {
+        return run();
+    }
+    println!("| arenas | cycles | RSS (trimmed) | live heap | files left | shapes |");
+    println!("|---|---|---|---|---|---|");
+    let exe = std::env::current_exe().expect("bench binary");
+    for one_arena in [false, true] {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.env(CHILD, "1").arg("--bench");
+        if one_arena {
+            cmd.env("MALLOC_ARENA_MAX", "1");
+        } else {
+            cmd.env_remove("MALLOC_ARENA_MAX");
+        }
+        let status = cmd.status().expect("spawn the measuring child");
+        assert!(status.success(), "the measuring child failed: {status}");
+    }
+}
+
+/// One measurement (in a child process).
+fn run() {
+    let arenas = match std::env::var("MALLOC_ARENA_MAX") {
+        Ok(n) => format!("MALLOC_ARENA_MAX={n}"),
+        Err(_) => "glibc default".to_string(),
+    };
     let cycles: u64 = std::env::var("RECLAIM_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -60,19 +93,21 @@ fn main() {
             eprintln!("reclaim: {checkpoint} cycles in {:.1?}", start.elapsed());
         }
     }
-    store.collect();
+    // Two epoch advances run the last removals' deferred frees (and with
+    // them the deletion of their files).
+    for _ in 0..3 {
+        store.collect();
+    }
     let (rss, heap) = (rss_after_trim(), heap_bytes());
     let (rss0, heap0) = first.expect("checkpoint reached");
     let left = std::fs::read_dir(store.dir()).map_or(0, Iterator::count);
-    println!("| cycles | RSS (trimmed) | live heap | files left | shapes |");
-    println!("|---|---|---|---|---|");
     println!(
-        "| {checkpoint} | {} KiB | {} KiB | | |",
+        "| {arenas} | {checkpoint} | {} KiB | {} KiB | | |",
         rss0 / 1024,
         heap0 / 1024
     );
     println!(
-        "| {cycles} | {} KiB ({:.3}x) | {} KiB ({:.3}x) | {left} | {} |",
+        "| {arenas} | {cycles} | {} KiB ({:.3}x) | {} KiB ({:.3}x) | {left} | {} |",
         rss / 1024,
         rss as f64 / rss0 as f64,
         heap / 1024,

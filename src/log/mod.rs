@@ -118,7 +118,10 @@ pub(crate) enum Files {
     Zero,
     /// Any other set, in order (boxed twice: one pointer, so that a
     /// closed slot's state fits 16 bytes).
-    #[expect(clippy::box_collection, reason = "a thin pointer keeps a closed slot at 16 bytes")]
+    #[expect(
+        clippy::box_collection,
+        reason = "a thin pointer keeps a closed slot at 16 bytes"
+    )]
     List(Box<Vec<u64>>),
 }
 
