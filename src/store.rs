@@ -628,10 +628,14 @@ impl Inner {
                 })?;
                 let Some(files) = files else { continue };
                 self.unpublish(slot);
-                match &files {
-                    // Nobody can use a closed shape's files: delete now.
-                    Some(files) => log::discard_stem(&env.log, slot.stem(), files)?,
-                    None => env.log.catalog.release(slot.stem()),
+                // Delete the files now, unless a read still holds a log of
+                // the shape from before it closed: then its drop does.
+                let starts = files.as_ref().map_or(&[][..], Files::starts);
+                if !env.log.catalog.defer_removal(slot.stem(), starts) {
+                    match &files {
+                        Some(files) => log::discard_stem(&env.log, slot.stem(), files)?,
+                        None => env.log.catalog.release(slot.stem()),
+                    }
                 }
                 tracing::debug!("removed");
                 return Ok(Removed {
@@ -781,10 +785,13 @@ impl Inner {
                 // after the header show that the header was durable and is
                 // damaged (then it is corrupt, and quarantined like any).
                 match log::recover(ctx, stem, files.starts()) {
-                    Ok(_) => {
+                    Ok(None) => {
                         ctx.catalog.release(stem);
                         Ok(None)
                     }
+                    // The header reads whole now (it was being written):
+                    // the stem is a shape's, never free it.
+                    Ok(Some(_)) => self.resolve(stem, files, wanted),
                     Err(Error::Corrupt { path, detail }) => {
                         if let Some((_, damaged)) = wanted {
                             damaged.get_or_insert((stem, files.clone(), path, detail));

@@ -23,12 +23,21 @@
 //!   numbers (hash collisions) in `more`.
 //! - `unresolved`: listed stems whose id is not known yet, with their
 //!   files (no allocation for the usual single file starting at entry 0).
+//! - `alive`: stems with a log in memory, how many (a read may still hold
+//!   the log of a shape that has closed since, beside its state's newer
+//!   one), and, once the shape is removed, the files to delete when the
+//!   last of them drops. Open shapes only: a closed shape costs nothing
+//!   here.
 //!
 //! # Invariants
 //!
 //! - A stem is in `taken` from the moment it is listed or allocated until
 //!   its removal has deleted every file of it ([`Catalog::release`]); no two
 //!   shapes are ever given the same stem.
+//! - A removed stem's files are deleted only once no log of it is in
+//!   memory ([`Catalog::log_dropped`], [`Catalog::defer_removal`]): a read
+//!   that resolved a file of a shape finishes from it, whether the shape
+//!   was open or closed when it was removed.
 //! - Every lock is one shard's (by hash), held for a few map operations:
 //!   no I/O under it.
 
@@ -129,6 +138,28 @@ struct Shard {
     more: HashMap<u64, Vec<u32>>,
     /// Listed stems whose id is unknown yet -> their files.
     unresolved: HashMap<Stem, Files>,
+    /// Stems with a log in memory (open shapes, and closed ones whose old
+    /// log a read still holds).
+    alive: HashMap<Stem, Alive>,
+}
+
+/// The logs in memory of one stem, and what its removal deletes once the
+/// last of them is dropped.
+#[derive(Debug, Default)]
+struct Alive {
+    logs: u32,
+    /// The stem was removed: the starts of its files (merged from every
+    /// log of it that drops, and from the closed state's list).
+    removed: Option<Vec<u64>>,
+}
+
+impl Alive {
+    fn doom(&mut self, starts: &[u64]) {
+        let v = self.removed.get_or_insert_with(Vec::new);
+        v.extend_from_slice(starts);
+        v.sort_unstable();
+        v.dedup();
+    }
 }
 
 impl Shard {
@@ -270,6 +301,48 @@ impl Catalog {
             if v.is_empty() {
                 s.more.remove(&stem.hash);
             }
+        }
+    }
+
+    /// A log of `stem` was made in memory (a shape opened or recovered).
+    pub(crate) fn log_created(&self, stem: Stem) {
+        self.shard(stem.hash).alive.entry(stem).or_default().logs += 1;
+    }
+
+    /// A log of `stem` (whose files start at `starts`) was dropped; with
+    /// `removed`, the shape was removed while it was its state. Returns the
+    /// files to delete now if it was the stem's last log in memory and the
+    /// stem was removed ([`Catalog::defer_removal`], or `removed`).
+    pub(crate) fn log_dropped(
+        &self,
+        stem: Stem,
+        removed: bool,
+        starts: &[u64],
+    ) -> Option<Vec<u64>> {
+        let mut s = self.shard(stem.hash);
+        let a = s.alive.get_mut(&stem)?;
+        if removed || a.removed.is_some() {
+            a.doom(starts);
+        }
+        a.logs -= 1;
+        if a.logs > 0 {
+            return None;
+        }
+        s.alive.remove(&stem).and_then(|a| a.removed)
+    }
+
+    /// A closed shape of `stem` (whose files start at `starts`) was
+    /// removed. If a read still holds an old log of it (it was open when
+    /// the read began), deleting the files waits for that log's drop, which
+    /// then deletes them: returns true. Else the caller deletes them now.
+    pub(crate) fn defer_removal(&self, stem: Stem, starts: &[u64]) -> bool {
+        let mut s = self.shard(stem.hash);
+        match s.alive.get_mut(&stem) {
+            Some(a) => {
+                a.doom(starts);
+                true
+            }
+            None => false,
         }
     }
 

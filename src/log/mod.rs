@@ -221,6 +221,7 @@ impl ShapeLog {
         end: u64,
         next_seq: u64,
     ) -> ShapeLog {
+        ctx.catalog.log_created(stem);
         ShapeLog {
             ctx,
             id,
@@ -313,11 +314,28 @@ impl ShapeLog {
     }
 
     /// Creates the file whose first entry is number `start`, replacing an
-    /// orphan a failed roll left (no list refers to it).
+    /// orphan a failed roll of this shape left (no list refers to it). A
+    /// file there that names another shape is never replaced: that would
+    /// delete acknowledged data of the other shape if two shapes ever
+    /// shared a stem (the catalog's invariant says they do not; this is
+    /// the check that turns a broken invariant into an error, not a loss).
     fn create_file(&self, file: &LogFile) -> Result<Lease> {
         let path = self.ctx.path(self.stem, file.start);
         match file.lease(&self.ctx.descriptors, &path, Mode::Create) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let HeaderRead::Ok(h, _, _) = read_id(&self.ctx, self.stem, file.start)? {
+                    if h.id != self.id {
+                        return Err(Error::Corrupt {
+                            path,
+                            detail: format!(
+                                "creating a file of shape {} found one of shape {} under \
+                                 its name; left untouched",
+                                id::display(&self.id),
+                                id::display(&h.id)
+                            ),
+                        });
+                    }
+                }
                 self.ctx
                     .fs()
                     .remove_file(&path)
@@ -793,37 +811,39 @@ pub(crate) fn finish_removals(ctx: &LogCtx, tombstones: &[Stem]) -> Result<()> {
 
 impl Drop for ShapeLog {
     fn drop(&mut self) {
-        if self.removed.load(std::sync::atomic::Ordering::Relaxed) {
-            // The last reader of a removed shape is done: delete it.
-            let mut starts: Vec<u64> = self.doomed().iter().map(|f| f.start).collect();
-            for f in self.doomed().drain(..).chain(self.files_mut().drain(..)) {
-                f.forget();
-                starts.push(f.start);
+        let removed = self.removed.load(std::sync::atomic::Ordering::Relaxed);
+        if !removed {
+            // Nobody reads this log any more: delete what collection left.
+            if let Err(e) = self.reap() {
+                warn!(error = %e, "deleting collected log files failed; they come back after a restart");
             }
-            starts.sort_unstable();
-            starts.dedup();
-            // No file: no tombstone either (`ShapeLog::remove`).
-            let res = if starts.is_empty() {
-                self.ctx.catalog.release(self.stem);
-                Ok(())
-            } else {
-                discard_stem(&self.ctx, self.stem, &Files::from_starts(&starts))
-            };
-            match res {
-                Ok(()) => debug!(shape = %id::display(&self.id), "removed shape's files deleted"),
-                Err(e) => {
-                    warn!(shape = %id::display(&self.id), error = %e, "deleting a removed shape's files failed; the next open completes it")
-                }
-            }
-            return;
         }
-        // Nobody reads this log any more: delete what collection left, and
-        // close the cached descriptors.
-        if let Err(e) = self.reap() {
-            warn!(error = %e, "deleting collected log files failed; they come back after a restart");
-        }
-        for f in self.files().iter() {
+        // Close the cached descriptors.
+        let mut starts: Vec<u64> = Vec::new();
+        for f in self.doomed().drain(..).chain(self.files_mut().drain(..)) {
             f.forget();
+            starts.push(f.start);
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        // The last log in memory of a removed shape deletes its files (a
+        // read may hold an older log of the shape than its state's: the
+        // catalog counts them).
+        let Some(doomed) = self.ctx.catalog.log_dropped(self.stem, removed, &starts) else {
+            return;
+        };
+        // No file: no tombstone either (`ShapeLog::remove`).
+        let res = if doomed.is_empty() {
+            self.ctx.catalog.release(self.stem);
+            Ok(())
+        } else {
+            discard_stem(&self.ctx, self.stem, &Files::from_starts(&doomed))
+        };
+        match res {
+            Ok(()) => debug!(shape = %id::display(&self.id), "removed shape's files deleted"),
+            Err(e) => {
+                warn!(shape = %id::display(&self.id), error = %e, "deleting a removed shape's files failed; the next open completes it")
+            }
         }
     }
 }
