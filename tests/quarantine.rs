@@ -767,11 +767,6 @@ fn one_damaged_shape_among_100_is_quarantined_for_every_kind_of_damage() {
     }
     let mut failures = Vec::new();
     for (k, kind) in KINDS.into_iter().enumerate() {
-        if matches!(kind, Kind::ZeroOlderBatchOfOneFileShape) {
-            // bug: see the ignored test
-            // damage_over_a_batch_end_and_its_marker_before_an_intact_batch_is_corruption
-            continue;
-        }
         // A different victim each time: a one-file shape (every tenth) or
         // a three-file one.
         let victim = if kind.one_file() {
@@ -800,7 +795,6 @@ fn one_damaged_shape_among_100_is_quarantined_for_every_kind_of_damage() {
 /// acknowledged data (docs/format.md, "What a batch header and a marker
 /// prove"), not a torn tail.
 #[test]
-#[ignore = "bug: recovery cuts as a torn tail damage that spans a batch's end and its synced marker though the next batch, intact after it, proves the batch synced: 4 acknowledged entries lost with no error"]
 fn damage_over_a_batch_end_and_its_marker_before_an_intact_batch_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open_with(dir.path(), cfg()).expect("open");

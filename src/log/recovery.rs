@@ -21,7 +21,11 @@
 //! - `p` inside a segment of batch `k` whose header was intact: the header's
 //!   length gives the segment's end `e` (following a second segment of `k`
 //!   from there). An intact `synced k` or `batch k+1` at `e` proves batch `k`
-//!   was synced: corruption. Otherwise the tail is torn.
+//!   was synced: corruption. If `e` holds neither (the damage reaches past
+//!   `e`: over the marker, say), the rest of the file from `p` is scanned
+//!   byte by byte, as below, for an intact `synced j` with `j >= k` or
+//!   `batch j` with `j >= k+1`: found, corruption. Otherwise the tail is
+//!   torn.
 //! - `p` where a batch header or a marker was expected (after batch `k`, or at
 //!   a file's data start with `k = 0`), or inside the records of a version-1
 //!   file before its first batch header (the legacy batch 0, of unknown
@@ -382,7 +386,12 @@ fn proof_of_sync(fd: &Lease, path: &Path, at: At, p: u64) -> Result<Option<(u64,
                     Some(r @ Record::Batch { seq: s, .. }) if s == seq + 1 => {
                         return Ok(Some((e, r)))
                     }
-                    _ => return Ok(None),
+                    // Nothing intact at `e`: the damage may reach past it
+                    // (over the marker, say, with the next batch intact
+                    // after it). A later batch's header or any marker of
+                    // this batch or a later one, anywhere after `p`, was
+                    // written after this batch's sync returned.
+                    _ => return scan_for_mark(&**fd, path, p, seq, seq + 1),
                 }
             }
         }
