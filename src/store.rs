@@ -424,12 +424,33 @@ impl Store {
 
     /// Recovers every shape not recovered yet (reading every log: what
     /// opening a store did before recovery became lazy), so that
-    /// [`Store::corrupt_shapes`] lists every damaged shape. Returns how many
-    /// are quarantined. I/O errors other than damage are returned.
+    /// [`Store::corrupt_shapes`] lists every damaged shape whose id can be
+    /// read. Returns how many shapes are damaged: those, and those whose
+    /// first file's header (where the id is stored) is damaged, which are
+    /// named by path in a `tracing` error each (looking one up by its id
+    /// quarantines it under that id; [`Store::remove`] of the id resets
+    /// it). I/O errors other than damage are returned.
     pub fn verify_all(&self) -> Result<usize> {
         let env = &self.inner.env;
+        // A stem whose first header is damaged has no readable id: it is
+        // quarantined under an id when that id is looked up (its hash
+        // matches the stem's); here it is counted and named by its path.
+        let mut unreadable = 0;
         for (stem, files) in env.log.catalog.all_unresolved() {
-            self.inner.resolve(stem, &files, None)?;
+            let mut damaged = None;
+            // An empty id is never a shape's (`id::check`): no match, the
+            // damage recorded.
+            self.inner
+                .resolve(stem, &files, Some((&[], &mut damaged)))?;
+            if let Some((_, _, path, detail)) = damaged {
+                unreadable += 1;
+                tracing::error!(
+                    path = %path.display(),
+                    %detail,
+                    "a shape's files are damaged where its id is stored; looking it up by id \
+                     quarantines it (Store::remove of that id resets it)"
+                );
+            }
         }
         let mut slots = Vec::new();
         let guard = env.epoch.pin();
@@ -443,7 +464,7 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.corrupt_shapes().len())
+        Ok(self.corrupt_shapes().len() + unreadable)
     }
 
     /// Removes shape `id`: unpublishes it, makes the removal durable (a
