@@ -26,9 +26,15 @@
 //!   and evicts the first unused slot whose handle nobody else holds.
 //! - **A slot's handle is published once per open**: a miss that loses the
 //!   race to publish uses the winner's handle and closes its own.
-//! - No handle is dropped while the cache's mutex is held (a drop locks it
-//!   to count the close).
+//! - A handle may close anywhere, also under the cache's mutex (a sweep
+//!   may hold the last reference of a record or a handle it looked at,
+//!   when its file was forgotten or its record dropped meanwhile): a close
+//!   only decrements the atomic count, and it locks the mutex to wake
+//!   waiters only if this thread does not hold it already ([`HELD`]). A
+//!   miss looks at the count again after its sweep, before it waits: a
+//!   close its own sweep caused woke nobody.
 
+use std::cell::Cell;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
@@ -62,6 +68,63 @@ struct Shared {
     closed: Condvar,
     /// Misses waiting on `closed` (see [`Lease`]'s drop for the ordering).
     waiting: AtomicUsize,
+    /// Descriptors open or reserved now (module invariants): incremented
+    /// under `clock`'s mutex only (so a check and its increment are one
+    /// step), decremented by closes anywhere.
+    open: AtomicUsize,
+}
+
+thread_local! {
+    /// The cache whose mutex this thread holds, if any (its `Shared`'s
+    /// address): a close on this thread must not lock it again.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The cache's mutex, held; records itself in [`HELD`] meanwhile.
+struct Locked<'a> {
+    shared: &'a Shared,
+    guard: Option<MutexGuard<'a, Clock>>,
+    /// What [`HELD`] said before (another store's cache).
+    prev: usize,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Clock;
+
+    fn deref(&self) -> &Clock {
+        self.guard.as_ref().expect("held")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Clock {
+        self.guard.as_mut().expect("held")
+    }
+}
+
+impl<'a> Locked<'a> {
+    /// Waits on the cache's condition variable (the mutex is released
+    /// meanwhile, and [`HELD`] says so).
+    fn wait(mut self) -> Locked<'a> {
+        let guard = self.guard.take().expect("held");
+        HELD.with(|h| h.set(self.prev));
+        let guard = self
+            .shared
+            .closed
+            .wait(guard)
+            .unwrap_or_else(PoisonError::into_inner);
+        HELD.with(|h| h.set(self.shared.addr()));
+        self.guard = Some(guard);
+        self
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            HELD.with(|h| h.set(self.prev));
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -69,8 +132,6 @@ struct Clock {
     /// Slots with a cached handle, in sweep order.
     ring: Vec<Weak<Slot>>,
     hand: usize,
-    /// Descriptors open or reserved now (module invariants).
-    open: usize,
     /// The most that were ever open at once.
     peak: usize,
 }
@@ -115,8 +176,7 @@ impl Drop for Lease {
         // waits, so the wake cannot fall between them).
         fence(Ordering::SeqCst);
         if shared.waiting.load(Ordering::Relaxed) > 0 {
-            drop(shared.lock());
-            shared.closed.notify_all();
+            shared.wake();
         }
     }
 }
@@ -135,16 +195,53 @@ impl Drop for Handle {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Clock> {
-        self.clock.lock().unwrap_or_else(PoisonError::into_inner)
+    fn addr(&self) -> usize {
+        self as *const Shared as usize
     }
 
-    /// Counts a close (or an abandoned reservation) and wakes a waiter.
+    fn lock(&self) -> Locked<'_> {
+        let guard = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        let prev = HELD.with(|h| h.replace(self.addr()));
+        Locked {
+            shared: self,
+            guard: Some(guard),
+            prev,
+        }
+    }
+
+    /// Wakes the waiting misses: under the mutex (which a waiter holds from
+    /// its last look at the count until it waits, so the wake cannot fall
+    /// between them), unless this thread holds it (then no waiter is
+    /// between them either).
+    fn wake(&self) {
+        if HELD.with(Cell::get) != self.addr() {
+            drop(self.lock());
+        }
+        self.closed.notify_all();
+    }
+
+    /// Counts a close (or an abandoned reservation) and wakes the waiters.
     fn release(&self) {
-        let mut c = self.lock();
-        c.open -= 1;
-        drop(c);
-        self.closed.notify_one();
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        // SeqCst fence: the decrement before the `waiting` load; pairs
+        // with the fence in `Descriptors::miss` (as `Lease`'s drop does).
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.wake();
+        }
+    }
+
+    /// Reserves a descriptor if fewer than `bound` are open. The caller
+    /// holds the mutex (`clock`): increments happen only under it, so the
+    /// load and the add are one step; closes only make room.
+    fn reserve(&self, clock: &mut Clock) -> bool {
+        let open = self.open.load(Ordering::Relaxed);
+        if open >= self.bound {
+            return false;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        clock.peak = clock.peak.max(open + 1);
+        true
     }
 }
 
@@ -229,6 +326,7 @@ impl Descriptors {
                 clock: Mutex::new(Clock::default()),
                 closed: Condvar::new(),
                 waiting: AtomicUsize::new(0),
+                open: AtomicUsize::new(0),
             }),
         }
     }
@@ -263,23 +361,27 @@ impl Descriptors {
             if let Some(h) = slot.fd.load_full() {
                 return Ok(h);
             }
-            if clock.open < shared.bound {
-                clock.open += 1;
-                clock.peak = clock.peak.max(clock.open);
+            if shared.reserve(&mut clock) {
                 break;
             }
             shared.waiting.fetch_add(1, Ordering::Relaxed);
-            // SeqCst fence: pairs with the one in `Lease`'s drop.
+            // SeqCst fence: pairs with the ones in `Lease`'s drop and in
+            // `Shared::release` (a close's decrement, then its `waiting`
+            // load): either this miss sees the lease gone or the close
+            // counted, or that thread sees this waiter and wakes it.
             fence(Ordering::SeqCst);
             let victim = clock.evict();
-            if victim.is_none() {
+            // The sweep may have closed a handle on this thread (its close
+            // woke nobody): look at the count again before waiting.
+            let reserved = victim.is_none() && shared.reserve(&mut clock);
+            if victim.is_none() && !reserved {
                 // Every descriptor is leased: wait for a lease to end.
-                clock = shared
-                    .closed
-                    .wait(clock)
-                    .unwrap_or_else(PoisonError::into_inner);
+                clock = clock.wait();
             }
             shared.waiting.fetch_sub(1, Ordering::Relaxed);
+            if reserved {
+                break;
+            }
             if let Some(victim) = victim {
                 // Closed (if nobody leases it) outside the lock.
                 drop(clock);
@@ -325,7 +427,7 @@ impl Descriptors {
 
     /// Descriptors open now (cached, in use, or being opened).
     pub(crate) fn open_now(&self) -> usize {
-        self.shared.lock().open
+        self.shared.open.load(Ordering::Relaxed)
     }
 
     /// The most descriptors that were open at once.
@@ -407,6 +509,50 @@ mod tests {
         drop(held);
         assert_eq!(t.join().expect("reader"), "file 1");
         assert!(cache.peak() <= 1);
+    }
+
+    /// Records dropped and files forgotten on some threads while others
+    /// sweep: a sweep then holds the last reference of a record or handle
+    /// it looked at, and that close runs under the mutex the sweep holds.
+    /// It must not lock it again (it did: the store hung, found by
+    /// benches/reclaim and the million-shape soak).
+    #[test]
+    fn a_close_under_the_sweep_does_not_lock_the_cache_again() {
+        let fs = SimFs::new();
+        let paths = files(&fs, 8);
+        let cache = Descriptors::new(Arc::new(fs.clone()), 2);
+        let (done, finished) = std::sync::mpsc::channel();
+        for t in 0..4usize {
+            let (cache, paths, done) = (cache.clone(), paths.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut kept: Vec<Arc<Slot>> = Vec::new();
+                for i in 0..20_000usize {
+                    let slot: Arc<Slot> = Arc::default();
+                    let lease = cache
+                        .get(&slot, &paths[(i * 7 + t) % paths.len()], Mode::Open)
+                        .expect("open");
+                    assert!(read(&lease).starts_with("file "));
+                    drop(lease);
+                    if i % 3 == t % 3 {
+                        Descriptors::forget(&slot);
+                    }
+                    // Keep a few records a while, so that sweeps meet
+                    // records that other threads drop.
+                    kept.push(slot);
+                    if kept.len() > 3 {
+                        kept.remove(i % 3);
+                    }
+                }
+                done.send(()).expect("report");
+            });
+        }
+        for _ in 0..4 {
+            finished
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .expect("a thread hung in the descriptor cache");
+        }
+        drop(cache);
+        assert!(fs.open_handles() <= 8 + 2);
     }
 
     #[derive(Clone, Debug)]
