@@ -408,8 +408,20 @@ fn enumerate() -> usize {
             let rebooted = fs.after_power_loss(torn);
             let fail = |why: String| -> ! {
                 panic!(
-                    "power cut at op {cut}/{total} ({:?}), torn {torn}: {why}\nmodel: {model:?}",
-                    fs.refused()
+                    "power cut at op {cut}/{total} ({:?}), torn {torn}: {why}\n\
+                     model: old a {}/{}, b {}/{}, c {}/{}, new a {}/{} (acked/committed), \
+                     removal of a {:?}, of b {:?}",
+                    fs.refused(),
+                    model.old_a.acked,
+                    model.old_a.committed.len(),
+                    model.b.acked,
+                    model.b.committed.len(),
+                    model.c.acked,
+                    model.c.committed.len(),
+                    model.new_a.acked,
+                    model.new_a.committed.len(),
+                    model.a_removal,
+                    model.b_removal,
                 )
             };
             let first = observe(&rebooted).unwrap_or_else(|e| fail(e));
