@@ -42,6 +42,9 @@
 //!   old handles answer `ShapeRemoved` (reads, visits) and `Removed`
 //!   (waits), `Store::read` and `Store::handle` answer `UnknownShape`, a
 //!   new writer starts an empty shape, and a reopen does not bring it back.
+//! - Reopen is checked at once, or (cold) shape by shape at each one's
+//!   next use, so that a removal can be the first thing to find a shape
+//!   on disk after a reopen (not looked up yet): it must remove it.
 
 mod common;
 use std::collections::BTreeMap;
@@ -114,7 +117,12 @@ enum Op {
     Remove {
         via_writer: bool,
     },
-    Reopen,
+    /// Reopen the store. With `cold`, nothing is looked up at once: each
+    /// shape is checked when an operation next uses it (a removal first
+    /// finds it unresolved on disk, as lazy open leaves it).
+    Reopen {
+        cold: bool,
+    },
 }
 
 /// An operation on shape `SHAPES[shape]` (`Reopen` is on the store).
@@ -159,7 +167,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::DropWriter),
         3 => Just(Op::Restart),
         2 => any::<bool>().prop_map(|via_writer| Op::Remove { via_writer }),
-        1 => Just(Op::Reopen),
+        2 => any::<bool>().prop_map(|cold| Op::Reopen { cold }),
     ]
 }
 
@@ -231,6 +239,8 @@ struct Shape {
     on_disk: bool,
     /// A segment is published (a writer is live, or was dropped).
     live: bool,
+    /// Not looked up since a cold reopen: what survived is not known yet.
+    unchecked: bool,
 }
 
 impl Shape {
@@ -251,6 +261,7 @@ impl Shape {
             exists: false,
             on_disk: false,
             live: false,
+            unchecked: false,
         }
     }
 
@@ -389,6 +400,13 @@ impl Machine {
 
     fn step(&mut self, step: &Step) {
         let i = step.shape;
+        if self.shapes[i].unchecked {
+            match step.op {
+                Op::Remove { .. } => return self.remove_unchecked(i),
+                Op::Reopen { .. } => {}
+                _ => self.check_reopened(i),
+            }
+        }
         match step.op {
             Op::Append { at, len } => self.append(i, at, len),
             Op::Commit => {
@@ -443,7 +461,7 @@ impl Machine {
             }
             Op::Restart => self.restart(i),
             Op::Remove { via_writer } => self.remove(i, via_writer),
-            Op::Reopen => self.reopen(),
+            Op::Reopen { cold } => self.reopen(cold),
         }
     }
 
@@ -614,7 +632,7 @@ impl Machine {
         assert!(!store.contains(sh.id), "a removed shape is still known");
     }
 
-    fn reopen(&mut self) {
+    fn reopen(&mut self, cold: bool) {
         for sh in &mut self.shapes {
             sh.writer = None;
             sh.handle = None;
@@ -626,60 +644,16 @@ impl Machine {
         // Drop the old store (and every handle on it) before reopening.
         self.store = None;
         self.store = Some(Store::open_with(&dir, self.cfg.clone()).expect("reopen"));
-        let store = self.store.as_ref().expect("store");
-        for sh in &mut self.shapes {
-            let found = store.contains(sh.id);
-            if sh.on_disk || sh.durable.committed > LogOffset::ZERO {
-                assert!(found, "a shape made durable is gone after a reopen");
-            } else {
-                // Never flushed: it exists only if an automatic flush
-                // created its file (and a removed shape never comes back).
-                assert!(found <= sh.exists, "a shape appeared from nowhere");
-                sh.exists = found;
-                sh.on_disk = found;
-            }
-            // What survives: the committed entries up to the last commit
-            // the writer reported durable, and possibly more: a background
-            // flush that was in flight when the writer was dropped lands
-            // anyway (its commit point was taken when it started). Never
-            // less, never an entry the model does not have as committed,
-            // always a prefix.
-            let durable = sh.durable.committed;
-            let got: Vec<(LogOffset, Bytes)> = if sh.exists {
-                let out = store
-                    .read(sh.id, LogOffset::ZERO, LogOffset::MAX)
-                    .expect("read after reopen");
-                out.entries
-                    .iter()
-                    .map(|e| (e.offset, e.payload.clone()))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let model: Vec<(LogOffset, Bytes)> =
-                sh.committed.iter().map(|(k, v)| (*k, v.clone())).collect();
-            assert!(
-                model.starts_with(&got),
-                "after reopen {:?} is not a prefix of the committed {:?}",
-                got.iter().map(|e| e.0).collect::<Vec<_>>(),
-                sh.committed.keys().collect::<Vec<_>>()
-            );
-            let at_least = model.iter().filter(|(k, _)| *k <= durable).count();
-            assert!(
-                got.len() >= at_least,
-                "after reopen only {} of the {at_least} entries reported durable survive",
-                got.len()
-            );
-            let last = got.last().map_or(LogOffset::ZERO, |e| e.0);
-            sh.committed.retain(|k, _| *k <= last);
-            sh.durable = Flushed {
-                persisted: last,
-                committed: last,
-            };
-            if sh.exists {
-                sh.handle = Some(store.handle(sh.id).expect("handle"));
+        for i in 0..self.shapes.len() {
+            self.shapes[i].unchecked = true;
+            if !cold {
+                self.check_reopened(i);
             }
         }
+        if cold {
+            return;
+        }
+        let store = self.store.as_ref().expect("store");
         let mut known = store.shapes().expect("shapes");
         known.sort();
         let mut want: Vec<Bytes> = self
@@ -690,6 +664,90 @@ impl Machine {
             .collect();
         want.sort();
         assert_eq!(known, want, "the shapes after a reopen");
+    }
+
+    /// What a shape must be after a reopen (its first use since).
+    fn check_reopened(&mut self, i: usize) {
+        let store = self.store.as_ref().expect("store");
+        let sh = &mut self.shapes[i];
+        sh.unchecked = false;
+        let found = store.contains(sh.id);
+        if sh.on_disk || sh.durable.committed > LogOffset::ZERO {
+            assert!(found, "a shape made durable is gone after a reopen");
+        } else {
+            // Never flushed: it exists only if an automatic flush created
+            // its file (and a removed shape never comes back).
+            assert!(found <= sh.exists, "a shape appeared from nowhere");
+            sh.exists = found;
+            sh.on_disk = found;
+        }
+        // What survives: the committed entries up to the last commit the
+        // writer reported durable, and possibly more: a background flush
+        // that was in flight when the writer was dropped lands anyway (its
+        // commit point was taken when it started). Never less, never an
+        // entry the model does not have as committed, always a prefix.
+        let durable = sh.durable.committed;
+        let got: Vec<(LogOffset, Bytes)> = if sh.exists {
+            let out = store
+                .read(sh.id, LogOffset::ZERO, LogOffset::MAX)
+                .expect("read after reopen");
+            out.entries
+                .iter()
+                .map(|e| (e.offset, e.payload.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let model: Vec<(LogOffset, Bytes)> =
+            sh.committed.iter().map(|(k, v)| (*k, v.clone())).collect();
+        assert!(
+            model.starts_with(&got),
+            "after reopen {:?} is not a prefix of the committed {:?}",
+            got.iter().map(|e| e.0).collect::<Vec<_>>(),
+            sh.committed.keys().collect::<Vec<_>>()
+        );
+        let at_least = model.iter().filter(|(k, _)| *k <= durable).count();
+        assert!(
+            got.len() >= at_least,
+            "after reopen only {} of the {at_least} entries reported durable survive",
+            got.len()
+        );
+        let last = got.last().map_or(LogOffset::ZERO, |e| e.0);
+        sh.committed.retain(|k, _| *k <= last);
+        sh.durable = Flushed {
+            persisted: last,
+            committed: last,
+        };
+        if sh.exists {
+            sh.handle = Some(store.handle(sh.id).expect("handle"));
+        }
+    }
+
+    /// A removal that is the first use of a shape since a cold reopen: it
+    /// finds the shape on disk, not looked up yet (or nothing).
+    fn remove_unchecked(&mut self, i: usize) {
+        let store = self.store.as_ref().expect("store");
+        let sh = &mut self.shapes[i];
+        let res = store.remove(sh.id);
+        if sh.on_disk || sh.durable.committed > LogOffset::ZERO {
+            let removed = res.expect("remove after a reopen");
+            assert!(removed.had_files, "a flushed shape had no files");
+        } else if !sh.exists {
+            assert!(matches!(res, Err(Error::UnknownShape(_))), "{res:?}");
+        } else {
+            // Never flushed by the model: there only if an automatic flush
+            // created its file.
+            assert!(
+                matches!(res, Ok(r) if r.had_files) || matches!(res, Err(Error::UnknownShape(_))),
+                "{res:?}"
+            );
+        }
+        *sh = Shape::new(sh.id);
+        assert!(matches!(
+            store.read(sh.id, LogOffset::ZERO, LogOffset::MAX),
+            Err(Error::UnknownShape(_))
+        ));
+        assert!(!store.contains(sh.id), "a removed shape is still known");
     }
 }
 
@@ -721,7 +779,7 @@ proptest! {
                 sh.live = false;
             }
         }
-        m.reopen();
+        m.reopen(false);
         for i in 0..SHAPES.len() {
             m.read(i, Pick::Zero, Pick::Max, Via::Store);
         }
