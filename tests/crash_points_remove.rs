@@ -4,7 +4,9 @@
 //! never once its removal was acknowledged; its id, created again, never
 //! shows the old shape's entries; a shape nobody removes keeps its
 //! acknowledged prefix; and what the first open after the crash decides
-//! (removals it completes included) is final.
+//! (removals it completes included) is final: a second open, an open
+//! after another power cut, and an open after a power cut at any
+//! operation of that first open (torn 0) find the same.
 //!
 //! The workload, on one `SimFs` (`file_bytes` 200, so logs roll files),
 //! removes a shape by each path a removal can take:
@@ -492,8 +494,8 @@ fn summary(m: &Model) -> String {
 }
 
 /// Every crash scenario; returns how many (crash point, torn position)
-/// pairs were checked.
-fn enumerate() -> usize {
+/// pairs were checked, and how many power cuts during the open after one.
+fn enumerate() -> (usize, usize) {
     let clean = SimFs::new();
     let mut clean_model = Model::default();
     run(&clean, &mut clean_model, true).expect("clean run");
@@ -508,6 +510,7 @@ fn enumerate() -> usize {
     );
     assert!(total > 250, "workload too small: {total} ops");
     let mut scenarios = 0;
+    let mut open_cuts = 0;
     for cut in 0..total {
         let fs = SimFs::new();
         fs.cut_power_at(cut);
@@ -549,17 +552,53 @@ fn enumerate() -> usize {
                 ));
             }
             scenarios += 1;
+            // A second power cut during that open (which completes the
+            // interrupted removals): the open after it finds the same.
+            let open_ops = {
+                let f = fs.after_power_loss(torn);
+                let before = f.ops();
+                let store = Store::open_with_fs(DIR, config(), Arc::new(f.clone()))
+                    .unwrap_or_else(|e| fail(format!("reopen failed: {e}")));
+                let n = f.ops() - before;
+                drop(store);
+                n
+            };
+            for k in 0..open_ops {
+                let f = fs.after_power_loss(torn);
+                f.cut_power_at(k);
+                drop(Store::open_with_fs(DIR, config(), Arc::new(f.clone())));
+                assert!(f.is_powered_off());
+                let again = observe(&f.after_power_loss(0)).unwrap_or_else(|e| {
+                    fail(format!("open after a power cut at op {k} of an open: {e}"))
+                });
+                check(&again, &model).unwrap_or_else(|e| {
+                    fail(format!("after a power cut at op {k} of an open: {e}"))
+                });
+                if again != first {
+                    fail(format!(
+                        "open after a power cut at op {k} of an open found {again:?}, \
+                         an uninterrupted open {first:?}"
+                    ));
+                }
+                open_cuts += 1;
+            }
         }
     }
-    scenarios
+    (scenarios, open_cuts)
 }
 
 #[test]
 fn every_crash_point_of_a_removal_leaves_all_or_nothing() {
-    let n = enumerate();
-    eprintln!("crash_points_remove: {n} scenarios");
+    let (n, open_cuts) = enumerate();
+    eprintln!(
+        "crash_points_remove: {n} scenarios, {open_cuts} more with a power cut during the open"
+    );
     assert!(
         n >= 1000,
         "must enumerate at least 1000 crash scenarios, got {n}"
+    );
+    assert!(
+        open_cuts >= 500,
+        "must cut the power during at least 500 opens, got {open_cuts}"
     );
 }
