@@ -1,11 +1,13 @@
-//! A `proptest` state-machine test of one shape's life cycle against a
-//! `BTreeMap` model of its committed entries.
+//! A `proptest` state-machine test of the life cycle of a few shapes
+//! against a `BTreeMap` model of each one's committed entries.
 //!
 //! Random sequences of append (valid and invalid), commit, flush, tick,
 //! read (random ranges; through `Store::read`, `ShapeHandle::read` and
-//! `ShapeHandle::visit`), terminate, drop-without-terminate, restart and
-//! store reopen run against the real store with tiny settings, so segment
-//! growth, trims, sparse index points and file rolls all happen.
+//! `ShapeHandle::visit`), terminate, drop-without-terminate, restart,
+//! remove and store reopen, each on one of three shape ids, run against
+//! the real store with tiny settings, so segment growth, trims, sparse
+//! index points and file rolls all happen, and ids are reused after
+//! their removal.
 //!
 //! # The rules the model encodes
 //!
@@ -31,7 +33,18 @@
 //! - Offsets: a new transaction always uses a `tx` above every offset ever
 //!   appended to the shape (as a replicated stream would), so the test does
 //!   not depend on whether a new writer may reuse the offsets of a
-//!   transaction its predecessor left open.
+//!   transaction its predecessor left open. A shape created again after
+//!   its removal is another shape: it starts again from offset zero.
+//! - Remove: `Store::remove` refuses with `WriterActive` while a writer
+//!   lives (and changes nothing); `ShapeWriter::remove` removes it with
+//!   whatever that writer appended; with no writer, `Store::remove` removes
+//!   the shape (`UnknownShape` if it does not exist). After a removal the
+//!   old handles answer `ShapeRemoved` (reads, visits) and `Removed`
+//!   (waits), `Store::read` and `Store::handle` answer `UnknownShape`, a
+//!   new writer starts an empty shape, and a reopen does not bring it back.
+//! - Reopen is checked at once, or (cold) shape by shape at each one's
+//!   next use, so that a removal can be the first thing to find a shape
+//!   on disk after a reopen (not looked up yet): it must remove it.
 
 mod common;
 use std::collections::BTreeMap;
@@ -41,9 +54,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use shapebuf::{Config, Error, Flushed, LogOffset, ReadOutcome, ShapeHandle, ShapeWriter, Store};
+use shapebuf::{
+    Config, Error, Flushed, LogOffset, ReadOutcome, ShapeHandle, ShapeWriter, Store, WaitOutcome,
+};
 
-const SHAPE: &[u8] = b"the/shape\0";
+/// The shape ids the operations draw from (ids are reused after removal).
+const SHAPES: [&[u8]; 3] = [b"the/shape\0", b"b", b"\xffc"];
 const MAX_PAYLOAD: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
@@ -81,15 +97,39 @@ enum Pick {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { at: At, len: usize },
+    Append {
+        at: At,
+        len: usize,
+    },
     Commit,
     Flush,
     Tick,
-    Read { after: Pick, upto: Pick, via: Via },
+    Read {
+        after: Pick,
+        upto: Pick,
+        via: Via,
+    },
     Terminate,
     DropWriter,
     Restart,
-    Reopen,
+    /// Through the live writer (`ShapeWriter::remove`) if `via_writer` and
+    /// there is one, else `Store::remove`.
+    Remove {
+        via_writer: bool,
+    },
+    /// Reopen the store. With `cold`, nothing is looked up at once: each
+    /// shape is checked when an operation next uses it (a removal first
+    /// finds it unresolved on disk, as lazy open leaves it).
+    Reopen {
+        cold: bool,
+    },
+}
+
+/// An operation on shape `SHAPES[shape]` (`Reopen` is on the store).
+#[derive(Clone, Debug)]
+struct Step {
+    shape: usize,
+    op: Op,
 }
 
 fn at() -> impl Strategy<Value = At> {
@@ -126,8 +166,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Terminate),
         1 => Just(Op::DropWriter),
         3 => Just(Op::Restart),
-        1 => Just(Op::Reopen),
+        2 => any::<bool>().prop_map(|via_writer| Op::Remove { via_writer }),
+        2 => any::<bool>().prop_map(|cold| Op::Reopen { cold }),
     ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    // The first shape gets most operations, so that its life runs long.
+    (
+        prop_oneof![3 => Just(0usize), 2 => Just(1), 1 => Just(2)],
+        op(),
+    )
+        .prop_map(|(shape, op)| Step { shape, op })
 }
 
 #[derive(Clone, Debug)]
@@ -162,14 +212,13 @@ fn settings() -> impl Strategy<Value = Settings> {
         )
 }
 
-/// The system under test plus the model.
-struct Machine {
-    dir: tempfile::TempDir,
-    cfg: Config,
-    /// `None` only while reopening.
-    store: Option<Store>,
+/// One shape id's part of the system under test, and its model.
+struct Shape {
+    id: &'static [u8],
     handle: Option<ShapeHandle>,
     writer: Option<ShapeWriter>,
+    /// Handles of earlier shapes with this id, removed since.
+    removed_handles: Vec<ShapeHandle>,
     // --- the model ---
     /// Committed entries, visible to readers.
     committed: BTreeMap<LogOffset, Bytes>,
@@ -181,8 +230,8 @@ struct Machine {
     highest: LogOffset,
     /// What the writer last reported durable.
     durable: Flushed,
-    /// The shape exists (a writer was ever opened; after a reopen, only if
-    /// it reached the disk).
+    /// The shape exists (a writer was opened since it was last removed;
+    /// after a reopen, only if it reached the disk).
     exists: bool,
     /// A flush or terminate made the shape durable (a new shape has no
     /// file until its first flush; an automatic one may have made it
@@ -190,36 +239,17 @@ struct Machine {
     on_disk: bool,
     /// A segment is published (a writer is live, or was dropped).
     live: bool,
-    payloads: u64,
+    /// Not looked up since a cold reopen: what survived is not known yet.
+    unchecked: bool,
 }
 
-impl Machine {
-    fn new(s: &Settings) -> Machine {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = Config {
-            flush_bytes: s.flush_bytes,
-            // Back-pressure within a few appends, so runs reach it.
-            max_pending_bytes: 2 * s.flush_bytes,
-            flush_interval: if s.tick_flushes {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(3600)
-            },
-            segment_capacity: 2,
-            retain_bytes: s.retain_bytes,
-            index_interval: 64,
-            file_bytes: 256,
-            max_payload: MAX_PAYLOAD,
-            flush_threads: s.flush_threads,
-            max_open_files: 4,
-        };
-        let store = Some(Store::open_with(dir.path(), cfg.clone()).expect("open"));
-        Machine {
-            dir,
-            cfg,
-            store,
+impl Shape {
+    fn new(id: &'static [u8]) -> Shape {
+        Shape {
+            id,
             handle: None,
             writer: None,
+            removed_handles: Vec::new(),
             committed: BTreeMap::new(),
             open: Vec::new(),
             last: LogOffset::ZERO,
@@ -231,27 +261,14 @@ impl Machine {
             exists: false,
             on_disk: false,
             live: false,
-            payloads: 0,
+            unchecked: false,
         }
-    }
-
-    fn store(&self) -> &Store {
-        self.store.as_ref().expect("store")
     }
 
     fn last_committed(&self) -> LogOffset {
         self.committed
             .last_key_value()
             .map_or(LogOffset::ZERO, |(k, _)| *k)
-    }
-
-    fn payload(&mut self, len: usize) -> Bytes {
-        self.payloads += 1;
-        let n = self.payloads;
-        (0..len)
-            .map(|i| (n as u8).wrapping_mul(31).wrapping_add(i as u8))
-            .collect::<Vec<u8>>()
-            .into()
     }
 
     /// Checks the writer's durability report after an operation that may
@@ -308,79 +325,168 @@ impl Machine {
         }
     }
 
-    fn step(&mut self, op: &Op) {
-        match *op {
-            Op::Append { at, len } => self.append(at, len),
+    /// Every handle of a removed shape with this id answers that it was
+    /// removed, whatever it is asked.
+    fn check_removed_handles(&self, after: LogOffset, upto: LogOffset) {
+        for h in &self.removed_handles {
+            let read = h.read(after, upto);
+            assert!(
+                matches!(read, Err(Error::ShapeRemoved(_))),
+                "read through a removed shape's handle: {read:?}"
+            );
+            let visit = h.visit(after, upto, |_| {});
+            assert!(
+                matches!(visit, Err(Error::ShapeRemoved(_))),
+                "visit through a removed shape's handle: {visit:?}"
+            );
+            assert_eq!(
+                h.wait_for(after, Duration::ZERO),
+                WaitOutcome::Removed,
+                "wait on a removed shape's handle"
+            );
+        }
+    }
+}
+
+/// The system under test plus the model.
+struct Machine {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    /// `None` only while reopening.
+    store: Option<Store>,
+    /// Per id of `SHAPES`.
+    shapes: Vec<Shape>,
+    payloads: u64,
+}
+
+impl Machine {
+    fn new(s: &Settings) -> Machine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = Config {
+            flush_bytes: s.flush_bytes,
+            // Back-pressure within a few appends, so runs reach it.
+            max_pending_bytes: 2 * s.flush_bytes,
+            flush_interval: if s.tick_flushes {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(3600)
+            },
+            segment_capacity: 2,
+            retain_bytes: s.retain_bytes,
+            index_interval: 64,
+            file_bytes: 256,
+            max_payload: MAX_PAYLOAD,
+            flush_threads: s.flush_threads,
+            max_open_files: 4,
+        };
+        let store = Some(Store::open_with(dir.path(), cfg.clone()).expect("open"));
+        Machine {
+            dir,
+            cfg,
+            store,
+            shapes: SHAPES.iter().map(|id| Shape::new(id)).collect(),
+            payloads: 0,
+        }
+    }
+
+    fn payload(&mut self, len: usize) -> Bytes {
+        self.payloads += 1;
+        let n = self.payloads;
+        (0..len)
+            .map(|i| (n as u8).wrapping_mul(31).wrapping_add(i as u8))
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    fn step(&mut self, step: &Step) {
+        let i = step.shape;
+        if self.shapes[i].unchecked {
+            match step.op {
+                Op::Remove { .. } => return self.remove_unchecked(i),
+                Op::Reopen { .. } => {}
+                _ => self.check_reopened(i),
+            }
+        }
+        match step.op {
+            Op::Append { at, len } => self.append(i, at, len),
             Op::Commit => {
-                let Some(w) = self.writer.as_mut() else {
+                let sh = &mut self.shapes[i];
+                let Some(w) = sh.writer.as_mut() else {
                     return;
                 };
                 let got = w.commit().expect("commit");
-                self.committed.extend(self.open.drain(..));
-                assert_eq!(got, self.last_committed(), "commit returns the last commit");
+                sh.committed.extend(sh.open.drain(..));
+                assert_eq!(got, sh.last_committed(), "commit returns the last commit");
             }
             Op::Flush => {
-                let Some(w) = self.writer.as_mut() else {
+                let sh = &mut self.shapes[i];
+                let Some(w) = sh.writer.as_mut() else {
                     return;
                 };
                 let f = w.flush().expect("flush");
-                self.on_disk = true;
-                self.check_durable(true);
-                assert_eq!(f, self.durable);
+                sh.on_disk = true;
+                sh.check_durable(true);
+                assert_eq!(f, sh.durable);
             }
             Op::Tick => {
-                let Some(w) = self.writer.as_mut() else {
+                let flushes = self.cfg.flush_interval == Duration::ZERO;
+                let sh = &mut self.shapes[i];
+                let Some(w) = sh.writer.as_mut() else {
                     return;
                 };
                 let ticked = w.tick().expect("tick");
-                let flushes = self.cfg.flush_interval == Duration::ZERO;
                 // Whether anything was left to flush depends on whether a
                 // background flush finished first; what must hold is that a
                 // tick flushes only when due, and then everything.
                 assert!(flushes || !ticked, "tick flushed before it was due");
-                self.check_durable(flushes);
+                sh.check_durable(flushes);
             }
-            Op::Read { after, upto, via } => self.read(after, upto, via),
+            Op::Read { after, upto, via } => self.read(i, after, upto, via),
             Op::Terminate => {
-                let Some(w) = self.writer.take() else { return };
+                let sh = &mut self.shapes[i];
+                let Some(w) = sh.writer.take() else { return };
                 let f = w.terminate().expect("terminate");
-                self.on_disk = true;
-                assert_eq!(f.committed, self.last_committed());
-                assert_eq!(f.persisted, self.last);
-                self.durable = f;
-                self.open.clear();
-                self.live = false;
+                sh.on_disk = true;
+                assert_eq!(f.committed, sh.last_committed());
+                assert_eq!(f.persisted, sh.last);
+                sh.durable = f;
+                sh.open.clear();
+                sh.live = false;
             }
             Op::DropWriter => {
-                if self.writer.take().is_some() {
-                    self.open.clear();
+                let sh = &mut self.shapes[i];
+                if sh.writer.take().is_some() {
+                    sh.open.clear();
                 }
             }
-            Op::Restart => self.restart(),
-            Op::Reopen => self.reopen(),
+            Op::Restart => self.restart(i),
+            Op::Remove { via_writer } => self.remove(i, via_writer),
+            Op::Reopen { cold } => self.reopen(cold),
         }
     }
 
-    fn append(&mut self, at: At, len: usize) {
-        if self.writer.is_none() {
+    fn append(&mut self, i: usize, at: At, len: usize) {
+        if self.shapes[i].writer.is_none() {
             return;
         }
+        let payload = self.payload(len);
+        let sh = &mut self.shapes[i];
         let offset = match at {
-            At::SameTx { op_step } if !self.open.is_empty() => {
-                LogOffset::new(self.last.tx, self.last.op + op_step)
+            At::SameTx { op_step } if !sh.open.is_empty() => {
+                LogOffset::new(sh.last.tx, sh.last.op + op_step)
             }
-            At::SameTx { .. } => LogOffset::new(self.highest.tx + 1, 0),
-            At::NewTx { tx_step, op } => LogOffset::new(self.highest.tx + tx_step, op),
+            At::SameTx { .. } => LogOffset::new(sh.highest.tx + 1, 0),
+            At::NewTx { tx_step, op } => LogOffset::new(sh.highest.tx + tx_step, op),
             At::Zero => LogOffset::ZERO,
-            At::Repeat => self.last,
+            At::Repeat => sh.last,
             At::Below { back } => {
                 // Anything at or below the last offset this writer holds.
-                let below: Vec<LogOffset> = self
+                let below: Vec<LogOffset> = sh
                     .committed
                     .keys()
                     .copied()
-                    .chain(self.open.iter().map(|(o, _)| *o))
-                    .filter(|o| *o <= self.last)
+                    .chain(sh.open.iter().map(|(o, _)| *o))
+                    .filter(|o| *o <= sh.last)
                     .flat_map(|o| [o, LogOffset::new(o.tx, o.op.saturating_sub(1))])
                     .collect();
                 if below.is_empty() {
@@ -390,17 +496,16 @@ impl Machine {
                 }
             }
         };
-        let payload = self.payload(len);
-        let w = self.writer.as_mut().expect("writer");
+        let w = sh.writer.as_mut().expect("writer");
         let res = w.append(offset, payload.clone());
         if offset == LogOffset::ZERO {
             assert!(matches!(res, Err(Error::ZeroOffset)), "{res:?}");
-        } else if offset <= self.last {
+        } else if offset <= sh.last {
             match res {
                 Err(Error::NonIncreasingOffset { last, got }) => {
-                    assert_eq!((last, got), (self.last, offset));
+                    assert_eq!((last, got), (sh.last, offset));
                 }
-                other => panic!("append at {offset} after {}: {other:?}", self.last),
+                other => panic!("append at {offset} after {}: {other:?}", sh.last),
             }
         } else if len > MAX_PAYLOAD {
             assert!(
@@ -409,39 +514,36 @@ impl Machine {
             );
         } else {
             res.expect("valid append");
-            self.open.push((offset, payload));
-            self.last = offset;
-            self.highest = self.highest.max(offset);
-            self.check_durable(false);
+            sh.open.push((offset, payload));
+            sh.last = offset;
+            sh.highest = sh.highest.max(offset);
+            sh.check_durable(false);
         }
         // A rejected append changes nothing: the writer is still usable.
-        assert_eq!(
-            self.writer.as_ref().expect("writer").last_appended(),
-            self.last
-        );
+        assert_eq!(sh.writer.as_ref().expect("writer").last_appended(), sh.last);
     }
 
-    fn read(&mut self, after: Pick, upto: Pick, via: Via) {
-        let (after, upto) = (self.bound(after), self.bound(upto));
-        if !self.exists {
+    fn read(&mut self, i: usize, after: Pick, upto: Pick, via: Via) {
+        let store = self.store.as_ref().expect("store");
+        let sh = &self.shapes[i];
+        let (after, upto) = (sh.bound(after), sh.bound(upto));
+        sh.check_removed_handles(after, upto);
+        if !sh.exists {
             assert!(matches!(
-                self.store().read(SHAPE, after, upto),
+                store.read(sh.id, after, upto),
                 Err(Error::UnknownShape(_))
             ));
-            assert!(matches!(
-                self.store().handle(SHAPE),
-                Err(Error::UnknownShape(_))
-            ));
+            assert!(matches!(store.handle(sh.id), Err(Error::UnknownShape(_))));
             return;
         }
-        let h = self.handle.as_ref().expect("handle");
+        let h = sh.handle.as_ref().expect("handle");
         let out: ReadOutcome = match via {
-            Via::Store => self.store().read(SHAPE, after, upto).expect("read"),
+            Via::Store => store.read(sh.id, after, upto).expect("read"),
             Via::Handle => h.read(after, upto).expect("read"),
             Via::Visit => common::visit_outcome(h, after, upto),
         };
         let want: Vec<(LogOffset, Bytes)> = if after < upto {
-            self.committed
+            sh.committed
                 .range((Bound::Excluded(after), Bound::Included(upto)))
                 .map(|(k, v)| (*k, v.clone()))
                 .collect()
@@ -457,8 +559,8 @@ impl Machine {
         assert!(out.from_disk <= out.entries.len());
         assert!(!out.raced, "nothing runs concurrently");
         if after < upto {
-            assert_eq!(out.dead, !self.live, "dead flag ({via:?})");
-            if !self.live {
+            assert_eq!(out.dead, !sh.live, "dead flag ({via:?})");
+            if !sh.live {
                 assert_eq!(
                     out.from_disk,
                     out.entries.len(),
@@ -466,121 +568,220 @@ impl Machine {
                 );
             }
         }
-        assert_eq!(h.committed(), self.last_committed(), "handle.committed()");
-        assert_eq!(h.is_live(), self.live, "handle.is_live()");
+        assert_eq!(h.committed(), sh.last_committed(), "handle.committed()");
+        assert_eq!(h.is_live(), sh.live, "handle.is_live()");
     }
 
-    fn restart(&mut self) {
-        if self.writer.is_some() {
-            assert!(matches!(
-                self.store().writer(SHAPE),
-                Err(Error::WriterActive(_))
-            ));
+    fn restart(&mut self, i: usize) {
+        let store = self.store.as_ref().expect("store");
+        let sh = &mut self.shapes[i];
+        if sh.writer.is_some() {
+            assert!(matches!(store.writer(sh.id), Err(Error::WriterActive(_))));
             return;
         }
-        let w = self.store().writer(SHAPE).expect("writer");
-        self.writer = Some(w);
-        self.exists = true;
-        self.live = true;
+        let w = store.writer(sh.id).expect("writer");
+        sh.writer = Some(w);
+        sh.exists = true;
+        sh.live = true;
         // The new writer continues after the last committed entry, having
         // written what a dropped predecessor committed.
-        self.last = self.last_committed();
-        self.check_durable(true);
-        if self.handle.is_none() {
-            self.handle = Some(self.store().handle(SHAPE).expect("handle"));
+        sh.last = sh.last_committed();
+        sh.check_durable(true);
+        if sh.handle.is_none() {
+            sh.handle = Some(store.handle(sh.id).expect("handle"));
         }
     }
 
-    fn reopen(&mut self) {
-        self.writer = None;
-        self.handle = None;
-        self.open.clear();
-        self.live = false;
+    fn remove(&mut self, i: usize, via_writer: bool) {
+        let store = self.store.as_ref().expect("store");
+        let sh = &mut self.shapes[i];
+        let res = match sh.writer.take() {
+            Some(w) if via_writer => w.remove(),
+            w => {
+                sh.writer = w;
+                store.remove(sh.id)
+            }
+        };
+        if sh.writer.is_some() {
+            // `Store::remove` refuses while a writer lives, and the shape
+            // stays as it was.
+            assert!(matches!(res, Err(Error::WriterActive(_))), "{res:?}");
+            return;
+        }
+        if !sh.exists {
+            assert!(matches!(res, Err(Error::UnknownShape(_))), "{res:?}");
+            return;
+        }
+        let removed = res.expect("remove");
+        assert!(
+            removed.had_files || !sh.on_disk,
+            "a shape that was flushed had no files"
+        );
+        // A new shape with this id, if one is created, is another: empty,
+        // and free to use any offsets.
+        let mut fresh = Shape::new(sh.id);
+        fresh.removed_handles = std::mem::take(&mut sh.removed_handles);
+        fresh.removed_handles.extend(sh.handle.take());
+        *sh = fresh;
+        let sh = &self.shapes[i];
+        sh.check_removed_handles(LogOffset::ZERO, LogOffset::MAX);
+        assert!(matches!(
+            store.read(sh.id, LogOffset::ZERO, LogOffset::MAX),
+            Err(Error::UnknownShape(_))
+        ));
+        assert!(!store.contains(sh.id), "a removed shape is still known");
+    }
+
+    fn reopen(&mut self, cold: bool) {
+        for sh in &mut self.shapes {
+            sh.writer = None;
+            sh.handle = None;
+            sh.removed_handles.clear();
+            sh.open.clear();
+            sh.live = false;
+        }
         let dir = self.dir.path().to_path_buf();
         // Drop the old store (and every handle on it) before reopening.
         self.store = None;
         self.store = Some(Store::open_with(&dir, self.cfg.clone()).expect("reopen"));
-        let found = self.store().contains(SHAPE);
-        if self.on_disk || self.durable.committed > LogOffset::ZERO {
+        for i in 0..self.shapes.len() {
+            self.shapes[i].unchecked = true;
+            if !cold {
+                self.check_reopened(i);
+            }
+        }
+        if cold {
+            return;
+        }
+        let store = self.store.as_ref().expect("store");
+        let mut known = store.shapes().expect("shapes");
+        known.sort();
+        let mut want: Vec<Bytes> = self
+            .shapes
+            .iter()
+            .filter(|sh| sh.exists)
+            .map(|sh| Bytes::from_static(sh.id))
+            .collect();
+        want.sort();
+        assert_eq!(known, want, "the shapes after a reopen");
+    }
+
+    /// What a shape must be after a reopen (its first use since).
+    fn check_reopened(&mut self, i: usize) {
+        let store = self.store.as_ref().expect("store");
+        let sh = &mut self.shapes[i];
+        sh.unchecked = false;
+        let found = store.contains(sh.id);
+        if sh.on_disk || sh.durable.committed > LogOffset::ZERO {
             assert!(found, "a shape made durable is gone after a reopen");
         } else {
             // Never flushed: it exists only if an automatic flush created
-            // its file.
-            assert!(found <= self.exists, "a shape appeared from nowhere");
-            self.exists = found;
-            self.on_disk = found;
+            // its file (and a removed shape never comes back).
+            assert!(found <= sh.exists, "a shape appeared from nowhere");
+            sh.exists = found;
+            sh.on_disk = found;
         }
         // What survives: the committed entries up to the last commit the
         // writer reported durable, and possibly more: a background flush
         // that was in flight when the writer was dropped lands anyway (its
         // commit point was taken when it started). Never less, never an
         // entry the model does not have as committed, always a prefix.
-        let durable = self.durable.committed;
-        let got: Vec<LogOffset> = if self.exists {
-            let out = self
-                .store()
-                .read(SHAPE, LogOffset::ZERO, LogOffset::MAX)
+        let durable = sh.durable.committed;
+        let got: Vec<(LogOffset, Bytes)> = if sh.exists {
+            let out = store
+                .read(sh.id, LogOffset::ZERO, LogOffset::MAX)
                 .expect("read after reopen");
-            out.entries.iter().map(|e| e.offset).collect()
+            out.entries
+                .iter()
+                .map(|e| (e.offset, e.payload.clone()))
+                .collect()
         } else {
             Vec::new()
         };
-        let model: Vec<LogOffset> = self.committed.keys().copied().collect();
+        let model: Vec<(LogOffset, Bytes)> =
+            sh.committed.iter().map(|(k, v)| (*k, v.clone())).collect();
         assert!(
             model.starts_with(&got),
-            "after reopen {got:?} is not a prefix of the committed {model:?}"
+            "after reopen {:?} is not a prefix of the committed {:?}",
+            got.iter().map(|e| e.0).collect::<Vec<_>>(),
+            sh.committed.keys().collect::<Vec<_>>()
         );
-        let at_least = model.iter().filter(|k| **k <= durable).count();
+        let at_least = model.iter().filter(|(k, _)| *k <= durable).count();
         assert!(
             got.len() >= at_least,
             "after reopen only {} of the {at_least} entries reported durable survive",
             got.len()
         );
-        let last = got.last().copied().unwrap_or(LogOffset::ZERO);
-        self.committed.retain(|k, _| *k <= last);
-        self.durable = Flushed {
+        let last = got.last().map_or(LogOffset::ZERO, |e| e.0);
+        sh.committed.retain(|k, _| *k <= last);
+        sh.durable = Flushed {
             persisted: last,
             committed: last,
         };
-        if self.exists {
-            assert_eq!(
-                self.store().shapes().expect("shapes"),
-                vec![Bytes::from_static(SHAPE)]
-            );
-            self.handle = Some(self.store().handle(SHAPE).expect("handle"));
+        if sh.exists {
+            sh.handle = Some(store.handle(sh.id).expect("handle"));
         }
+    }
+
+    /// A removal that is the first use of a shape since a cold reopen: it
+    /// finds the shape on disk, not looked up yet (or nothing).
+    fn remove_unchecked(&mut self, i: usize) {
+        let store = self.store.as_ref().expect("store");
+        let sh = &mut self.shapes[i];
+        let res = store.remove(sh.id);
+        if sh.on_disk || sh.durable.committed > LogOffset::ZERO {
+            let removed = res.expect("remove after a reopen");
+            assert!(removed.had_files, "a flushed shape had no files");
+        } else if !sh.exists {
+            assert!(matches!(res, Err(Error::UnknownShape(_))), "{res:?}");
+        } else {
+            // Never flushed by the model: there only if an automatic flush
+            // created its file.
+            assert!(
+                matches!(res, Ok(r) if r.had_files) || matches!(res, Err(Error::UnknownShape(_))),
+                "{res:?}"
+            );
+        }
+        *sh = Shape::new(sh.id);
+        assert!(matches!(
+            store.read(sh.id, LogOffset::ZERO, LogOffset::MAX),
+            Err(Error::UnknownShape(_))
+        ));
+        assert!(!store.contains(sh.id), "a removed shape is still known");
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: 384,
         ..ProptestConfig::default()
     })]
 
     #[test]
     fn shape_life_cycle_matches_model(
         s in settings(),
-        ops in proptest::collection::vec(op(), 1..100),
+        steps in proptest::collection::vec(step(), 1..120),
     ) {
         let mut m = Machine::new(&s);
         if s.start_writer {
-            m.step(&Op::Restart);
+            m.step(&Step { shape: 0, op: Op::Restart });
         }
-        for op in &ops {
-            m.step(op);
+        for step in &steps {
+            m.step(step);
         }
         // Finally: everything read through a fresh store equals the model
-        // after a clean shutdown of whatever writer is left.
-        if let Some(w) = m.writer.take() {
-            w.terminate().expect("terminate");
-            m.open.clear();
-            m.durable.committed = m.last_committed();
-            m.live = false;
+        // after a clean shutdown of whatever writers are left.
+        for sh in &mut m.shapes {
+            if let Some(w) = sh.writer.take() {
+                w.terminate().expect("terminate");
+                sh.open.clear();
+                sh.durable.committed = sh.last_committed();
+                sh.live = false;
+            }
         }
-        m.reopen();
-        if m.exists {
-            m.read(Pick::Zero, Pick::Max, Via::Store);
+        m.reopen(false);
+        for i in 0..SHAPES.len() {
+            m.read(i, Pick::Zero, Pick::Max, Via::Store);
         }
     }
 }
