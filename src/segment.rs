@@ -1,8 +1,10 @@
 //! The append-only segment: one generation of a shape's in-memory buffer.
 //!
-//! A segment is a directory of fixed-size *chunks* of [`Entry`] slots
-//! ([`CHUNK`] each), a published length, and the position of its first entry
-//! in the shape's log. Chunks are shared: a trim or a growth publishes a new
+//! A segment is a directory of *chunks* of [`Entry`] slots ([`CHUNK`]
+//! each, except the first: a fresh segment's first chunk has [`FIRST`]
+//! slots, so a shape that holds a few entries costs 192 bytes of slots,
+//! not 3 KiB), a published length, and the position of its first entry in
+//! the shape's log. Chunks are shared: a trim or a growth publishes a new
 //! segment whose directory takes over the old one's chunks whole (a
 //! reference count each), so neither copies an entry, and a flush batch
 //! ([`Batch`]) lends entries to a flusher thread the same way.
@@ -12,7 +14,9 @@
 //! - **Slot initialisation.** Every slot of a chunk always holds an entry: a
 //!   placeholder (empty payload, no allocation) until the writer writes it.
 //!   The segment's entries `[0, len)` are its slots from `skip` on (across
-//!   the directory's chunks, in order); each was written before `len` was
+//!   the directory's chunks, in order: position `g` is slot `g` of chunk 0
+//!   below `first`, its size, and slot `(g - first) % CHUNK` of chunk
+//!   `1 + (g - first) / CHUNK` from there, see [`locate`]); each was written before `len` was
 //!   raised past it and is never written again while the chunk lives. Slots
 //!   past `len` are touched only by the single writer (see
 //!   [`Segment::push`]). A slot is written first, then `len` is raised with
@@ -55,15 +59,65 @@ use crate::sync::exclusive_usize;
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use crate::LogOffset;
 
-/// Slots per chunk (a power of two). 64 slots of 48 bytes are 3 KiB, a
-/// fresh shape's first allocation. Under loom, 1: every push then installs
-/// a chunk, and the models' one-slot segments still grow at their second
+/// Slots per chunk (a power of two), except a segment's first chunk. 64
+/// slots of 48 bytes are 3 KiB. Under loom, 1: every push then installs a
+/// chunk, and the models' one-slot segments still grow at their second
 /// append.
 #[cfg(not(loom))]
 pub(crate) const CHUNK: usize = 64;
 /// Slots per chunk (see the production value).
 #[cfg(loom)]
 pub(crate) const CHUNK: usize = 1;
+
+/// Slots of a fresh segment's first chunk (at most [`CHUNK`]): a million
+/// live shapes holding an entry each cost 208 MB of chunks with 4 slots,
+/// 3.1 GB with 64. A shape that appends more gets whole chunks after it
+/// (no growth, no copy: the directory maps positions past the first chunk
+/// to the next ones). Under loom, 1 (as [`CHUNK`]).
+#[cfg(not(loom))]
+const FIRST: usize = 4;
+/// Slots of a fresh segment's first chunk (see the production value).
+#[cfg(loom)]
+const FIRST: usize = 1;
+
+/// The chunk and slot of position `g` in a directory whose chunk 0 has
+/// `first` slots (every other chunk has [`CHUNK`]).
+#[inline]
+fn locate(first: usize, g: usize) -> (usize, usize) {
+    if g < first {
+        (0, g)
+    } else {
+        let h = g - first;
+        (1 + h / CHUNK, h % CHUNK)
+    }
+}
+
+/// The slots of chunk `c` in a directory whose chunk 0 has `first`.
+#[inline]
+fn chunk_slots(first: usize, c: usize) -> usize {
+    if c == 0 {
+        first
+    } else {
+        CHUNK
+    }
+}
+
+/// Positions that the first `chunks` chunks of such a directory hold.
+fn positions(first: usize, chunks: usize) -> usize {
+    match chunks {
+        0 => 0,
+        n => first + (n - 1) * CHUNK,
+    }
+}
+
+/// Chunks such a directory needs to hold positions `[0, end)`.
+fn chunks_for(first: usize, end: usize) -> usize {
+    match end {
+        0 => 0,
+        e if e <= first => 1,
+        e => 1 + (e - first).div_ceil(CHUNK),
+    }
+}
 
 /// One entry of a shape's log: its offset and its payload.
 ///
@@ -108,9 +162,11 @@ impl Entry {
     }
 }
 
-/// [`CHUNK`] slots; shared by reference count between the segments (and
-/// batches) that hold it.
-pub(crate) struct Chunk([UnsafeCell<Entry>; CHUNK]);
+/// A run of slots ([`CHUNK`], or [`FIRST`] for a fresh segment's first
+/// chunk); shared by reference count between the segments (and batches)
+/// that hold it.
+#[repr(transparent)]
+pub(crate) struct Chunk([UnsafeCell<Entry>]);
 
 // SAFETY: slots are shared between threads only through the published-length
 // protocol (module docs): written slots are immutable, unwritten ones are
@@ -120,10 +176,20 @@ unsafe impl Sync for Chunk {}
 unsafe impl Send for Chunk {}
 
 impl Chunk {
-    fn new() -> Arc<Chunk> {
-        Arc::new(Chunk(std::array::from_fn(|_| {
-            UnsafeCell::new(Entry::placeholder())
-        })))
+    /// A chunk of `slots` placeholders (one allocation).
+    fn new(slots: usize) -> Arc<Chunk> {
+        let cells: Arc<[UnsafeCell<Entry>]> = (0..slots)
+            .map(|_| UnsafeCell::new(Entry::placeholder()))
+            .collect();
+        // SAFETY: `Chunk` is a `repr(transparent)` wrapper of the slice: the
+        // same layout and pointer metadata, so the `Arc`'s allocation is a
+        // valid `ArcInner<Chunk>`.
+        unsafe { Arc::from_raw(Arc::into_raw(cells) as *const Chunk) }
+    }
+
+    /// The null directory entry (no chunk yet).
+    fn null() -> *const Chunk {
+        std::ptr::slice_from_raw_parts(std::ptr::null::<UnsafeCell<Entry>>(), 0) as *const Chunk
     }
 
     /// Slot `k`, which the caller may read (module invariants).
@@ -170,6 +236,8 @@ unsafe fn chunk_at(dir: &[DirEntry], c: usize) -> &Chunk {
 #[derive(Clone, Copy)]
 pub(crate) struct Slots<'a> {
     dir: &'a [DirEntry],
+    /// Slots of the directory's chunk 0.
+    first: usize,
     skip: usize,
     len: usize,
 }
@@ -179,7 +247,7 @@ impl<'a> Slots<'a> {
     #[inline]
     pub(crate) fn get(&self, i: usize) -> &'a Entry {
         assert!(i < self.len, "slot {i} outside the read view");
-        let g = self.skip + i;
+        let (c, k) = locate(self.first, self.skip + i);
         // SAFETY: `i < len`, and this thread has synchronised with the
         // publication of entry `i`: `len` was loaded with Acquire in
         // `Segment::published`, or (through `Segment::get`) `i` is below a
@@ -187,7 +255,7 @@ impl<'a> Slots<'a> {
         // directory entry and the slot were written before and are never
         // written again (slot initialisation and directory invariants). The
         // segment, which holds the chunk, outlives `'a`.
-        unsafe { chunk_at(self.dir, g / CHUNK).read(g % CHUNK) }
+        unsafe { chunk_at(self.dir, c).read(k) }
     }
 
     /// Entries `range` in order, a chunk at a time (one directory lookup per
@@ -248,8 +316,8 @@ impl<'a> Iterator for Iter<'a> {
             if self.next >= self.end {
                 return None;
             }
-            let (c, k) = (self.next / CHUNK, self.next % CHUNK);
-            let n = (CHUNK - k).min(self.end - self.next);
+            let (c, k) = locate(self.view.first, self.next);
+            let n = (chunk_slots(self.view.first, c) - k).min(self.end - self.next);
             // SAFETY: position `next` is below the view's length, so its
             // directory entry is set (as in `Slots::get`).
             let chunk = unsafe { chunk_at(self.view.dir, c) };
@@ -272,6 +340,8 @@ impl ExactSizeIterator for Iter<'_> {}
 /// again while a chunk lives). Send + Sync, as `Chunk` is.
 pub(crate) struct Batch {
     chunks: Vec<Arc<Chunk>>,
+    /// Slots of `chunks[0]`.
+    first: usize,
     skip: usize,
     len: usize,
 }
@@ -281,6 +351,7 @@ impl Batch {
     pub(crate) fn empty() -> Self {
         Batch {
             chunks: Vec::new(),
+            first: 0,
             skip: 0,
             len: 0,
         }
@@ -307,7 +378,9 @@ impl Batch {
         // the writer before it made the batch (and the batch reached this
         // thread through a synchronising hand-over); they are never written
         // again while the batch holds their chunks.
-        unsafe { self.chunks[g / CHUNK].read(g % CHUNK) }
+        let (c, k) = locate(self.first, g);
+        // SAFETY: as above.
+        unsafe { self.chunks[c].read(k) }
     }
 }
 
@@ -316,6 +389,9 @@ impl Batch {
 pub(crate) struct Segment {
     start: u64,
     base: LogOffset,
+    /// Slots of the directory's chunk 0 ([`FIRST`] in a fresh segment, the
+    /// size of the chunk taken over in a carried one).
+    first: usize,
     /// Where entry 0 sits in the first chunk (below it: older entries, kept
     /// until the chunk is freed).
     skip: usize,
@@ -334,28 +410,30 @@ unsafe impl Sync for Segment {}
 // SAFETY: a segment owns its directory and a reference to each chunk in it.
 unsafe impl Send for Segment {}
 
-/// Directory entries for `slots` slots from position `skip` on.
-fn chunks_for(skip: usize, slots: usize) -> usize {
-    (skip + slots).div_ceil(CHUNK)
-}
-
 impl Segment {
     /// An empty segment whose first entry will be entry number `start`, the
     /// entry after `base`, with room for `capacity` entries (rounded up to
-    /// whole chunks) before it grows.
+    /// whole chunks, the first of [`FIRST`] slots) before it grows.
     pub(crate) fn new(start: u64, base: LogOffset, capacity: usize) -> Self {
-        Self::with_dir(start, base, 0, 0, chunks_for(0, capacity.max(1)))
+        let chunks = chunks_for(FIRST, capacity.max(1));
+        Self::with_dir(start, base, FIRST, 0, 0, chunks)
     }
 
-    fn with_dir(start: u64, base: LogOffset, skip: usize, len: usize, chunks: usize) -> Self {
+    fn with_dir(
+        start: u64,
+        base: LogOffset,
+        first: usize,
+        skip: usize,
+        len: usize,
+        chunks: usize,
+    ) -> Self {
         Segment {
             start,
             base,
+            first,
             skip,
             len: AtomicUsize::new(len),
-            dir: (0..chunks)
-                .map(|_| UnsafeCell::new(std::ptr::null()))
-                .collect(),
+            dir: (0..chunks).map(|_| UnsafeCell::new(Chunk::null())).collect(),
             #[cfg(loom)]
             len_store: Ordering::Release,
         }
@@ -368,7 +446,7 @@ impl Segment {
     /// a chunk whose older slots (invisible to the new segment, but freed
     /// only with the chunk) hold more than `stale_limit` bytes (payload plus
     /// slot), that chunk's entries from `from` on are cloned into a fresh
-    /// chunk instead (at most [`CHUNK`] - 1), so a trim frees what it
+    /// chunk of the same size instead (at most [`CHUNK`] - 1), so a trim frees what it
     /// trims. With no entry to hold it shares nothing.
     ///
     /// Returns the segment (not published yet) and the first directory
@@ -392,16 +470,19 @@ impl Segment {
             );
         }
         let g = self.skip + from;
-        let (first, skip) = (g / CHUNK, g % CHUNK);
-        let used = chunks_for(skip, n);
-        let seg = Self::with_dir(start, base, skip, n, chunks_for(skip, capacity.max(n)));
+        let (first, skip) = locate(self.first, g);
+        let used = locate(self.first, g + n - 1).0 - first + 1;
+        // The new directory's chunk 0 is this one's chunk `first`.
+        let slots = chunk_slots(self.first, first);
+        let chunks = chunks_for(slots, skip + capacity.max(n));
+        let seg = Self::with_dir(start, base, slots, skip, n, chunks);
         let copy_first = skip > 0 && self.stale_bytes(first, skip) > stale_limit;
         if copy_first {
-            let fresh = Chunk::new();
+            let fresh = Chunk::new(slots);
             // SAFETY: entry `first` holds entry `from` (written), set by this
             // thread, the writer.
             let old = unsafe { chunk_at(&self.dir, first) };
-            for k in skip..CHUNK.min(skip + n) {
+            for k in skip..slots.min(skip + n) {
                 // SAFETY: slot `k` holds an entry this thread wrote; `fresh`
                 // is not shared yet.
                 fresh.0[k].with_mut(|p| unsafe { *p = old.read(k).clone() });
@@ -462,13 +543,12 @@ impl Segment {
         if from == to {
             return Batch::empty();
         }
-        let g = self.skip + from;
-        let chunks = (g / CHUNK..(self.skip + to).div_ceil(CHUNK))
-            .map(|c| self.share(c))
-            .collect();
+        let (c0, skip) = locate(self.first, self.skip + from);
+        let last = locate(self.first, self.skip + to - 1).0;
         Batch {
-            chunks,
-            skip: g % CHUNK,
+            chunks: (c0..=last).map(|c| self.share(c)).collect(),
+            first: chunk_slots(self.first, c0),
+            skip,
             len: to - from,
         }
     }
@@ -521,7 +601,7 @@ impl Segment {
     /// Entries this segment has room for (a push beyond it hands the entry
     /// back).
     pub(crate) fn capacity(&self) -> usize {
-        self.dir.len() * CHUNK - self.skip
+        positions(self.first, self.dir.len()) - self.skip
     }
 
     /// The number of written entries. Acquire: pairs with the Release store
@@ -549,6 +629,7 @@ impl Segment {
     fn writer_view(&self) -> Slots<'_> {
         Slots {
             dir: &self.dir,
+            first: self.first,
             skip: self.skip,
             len: self.len.load(Ordering::Relaxed),
         }
@@ -562,6 +643,7 @@ impl Segment {
     pub(crate) fn published(&self, limit: usize) -> Slots<'_> {
         Slots {
             dir: &self.dir,
+            first: self.first,
             skip: self.skip,
             len: self.published_len().min(limit),
         }
@@ -576,7 +658,7 @@ impl Segment {
     pub(crate) unsafe fn push(&self, entry: Entry) -> Result<(), Entry> {
         let n = self.len.load(Ordering::Relaxed);
         let g = self.skip + n;
-        let (c, k) = (g / CHUNK, g % CHUNK);
+        let (c, k) = locate(self.first, g);
         if c == self.dir.len() {
             return Err(entry);
         }
@@ -585,7 +667,7 @@ impl Segment {
         if k == 0 {
             // The entry starts a chunk, which no segment holds yet: set the
             // directory entry. No reader reads it before `len` passes it.
-            let p = Arc::into_raw(Chunk::new());
+            let p = Arc::into_raw(Chunk::new(chunk_slots(self.first, c)));
             self.dir[c].with_mut(|q| {
                 // SAFETY: writer only (the caller's contract), and no reader
                 // reads entry `c` before the Release store below.
@@ -624,11 +706,12 @@ impl Segment {
     /// of them. Writer only.
     pub(crate) fn footprint(&self, kept: usize) -> usize {
         let view = self.writer_view();
-        let owned = kept.min(chunks_for(self.skip, view.len));
-        let entries = (owned * CHUNK).saturating_sub(self.skip).min(view.len);
+        let owned = kept.min(chunks_for(self.first, self.skip + view.len));
+        let slots = positions(self.first, owned);
+        let entries = slots.saturating_sub(self.skip).min(view.len);
         std::mem::size_of::<Self>()
             + self.dir.len() * std::mem::size_of::<DirEntry>()
-            + owned * std::mem::size_of::<Chunk>()
+            + slots * std::mem::size_of::<Entry>()
             + view
                 .iter(0..entries)
                 .map(|e| e.payload.len())
@@ -683,14 +766,16 @@ mod tests {
     #[test]
     fn push_until_full_then_hands_back() {
         let s = Segment::new(0, LogOffset::ZERO, 3);
-        assert_eq!(s.capacity(), CHUNK, "capacity rounds up to a chunk");
-        fill(&s, 1..CHUNK as u64 + 1);
-        let extra = e(CHUNK as u64 + 1, 0);
+        assert_eq!(s.capacity(), FIRST, "capacity rounds up to the first chunk");
+        fill(&s, 1..FIRST as u64 + 1);
+        let extra = e(FIRST as u64 + 1, 0);
         // SAFETY: as above.
         let back = unsafe { s.push(extra.clone()) }.expect_err("full segment must refuse");
         assert_eq!(back, extra);
-        assert_eq!(s.published_len(), CHUNK);
+        assert_eq!(s.published_len(), FIRST);
         assert_eq!(s.get(2), &e(3, 0));
+        let s = Segment::new(0, LogOffset::ZERO, FIRST + 1);
+        assert_eq!(s.capacity(), FIRST + CHUNK, "then whole chunks");
     }
 
     /// `tests/common/mod.rs` mirrors the chunk size (`CHUNK_SLOTS`) for the
@@ -698,7 +783,57 @@ mod tests {
     #[test]
     #[cfg(not(loom))]
     fn chunk_size_mirrored_in_tests() {
-        assert_eq!(CHUNK, 64);
+        assert_eq!((FIRST, CHUNK), (4, 64));
+    }
+
+    /// The geometry: a short chunk 0, then whole chunks.
+    #[test]
+    fn positions_map_to_a_short_first_chunk_then_whole_ones() {
+        assert_eq!(locate(4, 0), (0, 0));
+        assert_eq!(locate(4, 3), (0, 3));
+        assert_eq!(locate(4, 4), (1, 0));
+        assert_eq!(locate(4, 4 + CHUNK), (2, 0));
+        assert_eq!(locate(CHUNK, CHUNK + 1), (1, 1));
+        assert_eq!(chunks_for(4, 0), 0);
+        assert_eq!(chunks_for(4, 4), 1);
+        assert_eq!(chunks_for(4, 5), 2);
+        assert_eq!(chunks_for(4, 4 + CHUNK), 2);
+        assert_eq!(chunks_for(4, 5 + CHUNK), 3);
+        assert_eq!(positions(4, 0), 0);
+        assert_eq!(positions(4, 3), 4 + 2 * CHUNK);
+        // Every position lies inside its chunk, and chunks are contiguous.
+        let mut expect = (0, 0);
+        for g in 0..3 * CHUNK {
+            assert_eq!(locate(4, g), expect, "position {g}");
+            assert!(locate(4, g).1 < chunk_slots(4, locate(4, g).0));
+            expect.1 += 1;
+            if expect.1 == chunk_slots(4, expect.0) {
+                expect = (expect.0 + 1, 0);
+            }
+        }
+    }
+
+    /// A carry from the middle of a short first chunk keeps it short and
+    /// shares it; the chunks after it follow at the right positions.
+    #[test]
+    fn carry_from_the_short_first_chunk_shares_it() {
+        let old = Segment::new(0, LogOffset::ZERO, 2 * CHUNK);
+        fill(&old, 1..FIRST as u64 + CHUNK as u64 + 3);
+        for from in [0, 1, FIRST - 1, FIRST, FIRST + 1, FIRST + CHUNK] {
+            let start = from as u64;
+            let base = if from == 0 { LogOffset::ZERO } else { old.get(from - 1).offset };
+            let (new, _) = old.carry(from, start, base, 2 * CHUNK, usize::MAX);
+            assert!(std::ptr::eq(old.get(from), new.get(0)), "shared from {from}");
+            assert_eq!(all(&new), all(&old)[from..], "from {from}");
+            let n = old.writer_len() as u64;
+            let end = n + 1 + (new.capacity() - new.writer_len()) as u64;
+            fill(&new, n + 1..end);
+            let got: Vec<u64> = all(&new).iter().map(|x| x.offset.tx).collect();
+            let want: Vec<u64> = (from as u64 + 1..end).collect();
+            assert_eq!(got, want, "grown from {from}");
+            let b = new.batch(1, new.writer_len());
+            assert_eq!(b.iter().map(|x| x.offset.tx).collect::<Vec<_>>(), want[1..]);
+        }
     }
 
     #[test]
@@ -742,7 +877,7 @@ mod tests {
         let old = Segment::new(0, LogOffset::ZERO, CHUNK);
         fill(&old, 1..CHUNK as u64 / 2 + 1);
         let kept_from = 3;
-        let (new, kept) = old.carry(kept_from, 3, LogOffset::new(3, 0), CHUNK, usize::MAX);
+        let (new, kept) = old.carry(kept_from, 3, LogOffset::new(3, 0), 2 * CHUNK, usize::MAX);
         assert_eq!(kept, 0, "the new segment holds the first chunk");
         assert!(
             std::ptr::eq(old.get(kept_from), new.get(0)),
@@ -803,10 +938,10 @@ mod tests {
     fn footprint_counts_only_chunks_left_behind() {
         let s = Segment::new(0, LogOffset::ZERO, 2 * CHUNK);
         fill(&s, 1..CHUNK as u64 + 2);
-        let shell = std::mem::size_of::<Segment>() + 2 * std::mem::size_of::<DirEntry>();
+        let shell = std::mem::size_of::<Segment>() + 3 * std::mem::size_of::<DirEntry>();
         assert_eq!(s.footprint(0), shell, "a growth frees only the directory");
-        let one = shell + std::mem::size_of::<Chunk>();
-        let payloads: usize = (0..CHUNK).map(|i| s.get(i).payload.len()).sum();
+        let one = shell + FIRST * std::mem::size_of::<Entry>();
+        let payloads: usize = (0..FIRST).map(|i| s.get(i).payload.len()).sum();
         assert_eq!(s.footprint(1), one + payloads);
         assert!(s.footprint(usize::MAX) > s.footprint(1));
     }
@@ -837,7 +972,7 @@ mod tests {
         let (empty, kept) = new.carry(new.writer_len(), 4, LogOffset::new(4, 0), CHUNK, 1024);
         assert_eq!(
             (kept, empty.writer_len(), empty.capacity()),
-            (usize::MAX, 0, CHUNK)
+            (usize::MAX, 0, FIRST + CHUNK)
         );
     }
 }
