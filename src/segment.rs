@@ -433,7 +433,9 @@ impl Segment {
             first,
             skip,
             len: AtomicUsize::new(len),
-            dir: (0..chunks).map(|_| UnsafeCell::new(Chunk::null())).collect(),
+            dir: (0..chunks)
+                .map(|_| UnsafeCell::new(Chunk::null()))
+                .collect(),
             #[cfg(loom)]
             len_store: Ordering::Release,
         }
@@ -821,9 +823,16 @@ mod tests {
         fill(&old, 1..FIRST as u64 + CHUNK as u64 + 3);
         for from in [0, 1, FIRST - 1, FIRST, FIRST + 1, FIRST + CHUNK] {
             let start = from as u64;
-            let base = if from == 0 { LogOffset::ZERO } else { old.get(from - 1).offset };
+            let base = if from == 0 {
+                LogOffset::ZERO
+            } else {
+                old.get(from - 1).offset
+            };
             let (new, _) = old.carry(from, start, base, 2 * CHUNK, usize::MAX);
-            assert!(std::ptr::eq(old.get(from), new.get(0)), "shared from {from}");
+            assert!(
+                std::ptr::eq(old.get(from), new.get(0)),
+                "shared from {from}"
+            );
             assert_eq!(all(&new), all(&old)[from..], "from {from}");
             let n = old.writer_len() as u64;
             let end = n + 1 + (new.capacity() - new.writer_len()) as u64;
