@@ -486,19 +486,28 @@ impl<T> Default for OnceArc<T> {
 }
 
 impl<T> OnceArc<T> {
+    /// The raw pointer (null if unset). Acquire: pairs with the Release of
+    /// the setting CAS, so the value is seen whole.
+    fn load(&self) -> *const T {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The value, if set.
     fn get(&self) -> Option<&T> {
-        // Acquire: pairs with the Release of the setting CAS, so the value
-        // is seen whole.
-        let p = self.0.load(std::sync::atomic::Ordering::Acquire);
         // SAFETY: a non-null pointer came from `Arc::into_raw` and `self`
         // owns that reference until it drops; the result borrows `self`.
-        unsafe { p.as_ref() }
+        unsafe { self.load().as_ref() }
     }
 
     /// A new owning reference to the value, if set.
     fn get_arc(&self) -> Option<Arc<T>> {
-        let v: *const T = self.get()?;
+        // The raw pointer itself, not one derived from a `&T`: the count
+        // sits before the value, outside a reference's provenance (Miri,
+        // Stacked Borrows).
+        let v = self.load();
+        if v.is_null() {
+            return None;
+        }
         // SAFETY: `v` came from `Arc::into_raw`, and `self` holds that
         // reference (count >= 1) while we borrow it.
         unsafe {
