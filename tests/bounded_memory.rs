@@ -311,6 +311,10 @@ fn retired_by_an_idle_writer_thread_returns(payload: usize, tick: bool) {
     let (flushed_tx, flushed_rx) = mpsc::channel::<()>();
     let (exit_tx, exit_rx) = mpsc::channel::<()>();
     let left = thread::scope(|s| {
+        // Owned by this closure: if an assertion below fails, unwinding
+        // drops it, the writer thread's `recv` fails, and the scope ends
+        // (held outside, the scope would wait for the writer forever).
+        let exit_tx = exit_tx;
         let store_ref = &store;
         s.spawn(move || {
             let mut w = store_ref.writer("idle").expect("writer");
