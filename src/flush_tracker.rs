@@ -128,7 +128,7 @@
 //!   model, `loom-tests/tests/flush_tracker.rs`.)
 //! - The pending-shape count is approximate and Relaxed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -186,8 +186,10 @@ pub enum TrackerFault {
 /// Shards of the id -> shape map.
 const SHARDS: usize = 64;
 
-/// One shard of the id -> shape map.
-type IdMap = HashMap<Bytes, Arc<ShapeState>>;
+/// One shard of the id -> shape map: the shapes themselves, hashed by id
+/// (an entry is one pointer; the id lives in the shape, shared with the
+/// store's slot: a million tracked shapes cost no second copy of each id).
+type IdMap = hashbrown::HashTable<Arc<ShapeState>>;
 
 /// The pending-set key: a transaction's global end.
 type Key = LogOffset;
@@ -252,8 +254,21 @@ impl Subscribers {
 }
 
 struct ShapeState {
-    id: Bytes,
+    id: Arc<[u8]>,
     progress: Mutex<Progress>,
+}
+
+impl ShapeState {
+    fn new(id: Arc<[u8]>) -> Arc<Self> {
+        Arc::new(ShapeState {
+            id,
+            progress: Mutex::new(Progress {
+                durable: LogOffset::ZERO,
+                fifo: VecDeque::new(),
+                removed: false,
+            }),
+        })
+    }
 }
 
 struct Progress {
@@ -373,7 +388,7 @@ impl FlushTracker {
     pub fn starting_at(offset: LogOffset) -> Self {
         FlushTracker {
             inner: Arc::new(Inner {
-                shapes: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                shapes: (0..SHARDS).map(|_| Mutex::new(IdMap::new())).collect(),
                 hasher: ShardHasher::default(),
                 pending: PendingSet::new(),
                 pending_shapes: AtomicUsize::new(0),
@@ -411,24 +426,37 @@ impl FlushTracker {
     /// ```
     pub fn register(&self, id: impl AsRef<[u8]>) -> TrackedShape {
         let id = id.as_ref();
-        let mut shard = lock(self.inner.shard(id));
-        if let Some(s) = shard.get(id) {
-            if !lock(&s.progress).removed {
-                return self.handle(Arc::clone(s));
+        self.register_with(id, || Arc::from(id))
+    }
+
+    /// [`FlushTracker::register`] with the id already shared (the store's
+    /// writers pass their slot's: no copy).
+    pub(crate) fn register_shared(&self, id: &Arc<[u8]>) -> TrackedShape {
+        self.register_with(id, || Arc::clone(id))
+    }
+
+    fn register_with(&self, id: &[u8], shared: impl FnOnce() -> Arc<[u8]>) -> TrackedShape {
+        let hash = self.inner.hash(id);
+        let mut shard = lock(self.inner.shard(hash));
+        match shard.entry(hash, |s| *s.id == *id, |s| self.inner.hash(&s.id)) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                if !lock(&e.get().progress).removed {
+                    return self.handle(Arc::clone(e.get()));
+                }
+                // A removed shape that is still listed (its removal has not
+                // unlisted it yet): this registration replaces it.
+                let state = ShapeState::new(shared());
+                *e.get_mut() = Arc::clone(&state);
+                drop(shard);
+                self.handle(state)
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let state = ShapeState::new(shared());
+                e.insert(Arc::clone(&state));
+                drop(shard);
+                self.handle(state)
             }
         }
-        let id = Bytes::copy_from_slice(id);
-        let state = Arc::new(ShapeState {
-            id: id.clone(),
-            progress: Mutex::new(Progress {
-                durable: LogOffset::ZERO,
-                fifo: VecDeque::new(),
-                removed: false,
-            }),
-        });
-        shard.insert(id, Arc::clone(&state));
-        drop(shard);
-        self.handle(state)
     }
 
     /// The handle of shape `id` if it is tracked.
@@ -615,14 +643,21 @@ impl FlushTracker {
 }
 
 impl Inner {
-    fn shard(&self, id: &[u8]) -> &Mutex<IdMap> {
-        let i = self.hasher.hash_one(id) as usize % SHARDS;
-        &self.shapes[i]
+    fn hash(&self, id: &[u8]) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The shard of an id with hash `hash`: from bits 40.. of the hash,
+    /// which the shard's table does not use for its buckets (low bits) nor
+    /// its tags (top 7), so the choice of shard does not skew them.
+    fn shard(&self, hash: u64) -> &Mutex<IdMap> {
+        &self.shapes[(hash >> 40) as usize % SHARDS]
     }
 
     fn lookup(&self, id: &[u8]) -> Option<Arc<ShapeState>> {
-        let shard = lock(self.shard(id));
-        let s = shard.get(id)?;
+        let hash = self.hash(id);
+        let shard = lock(self.shard(hash));
+        let s = shard.find(hash, |s| *s.id == *id)?;
         let removed = lock(&s.progress).removed;
         (!removed).then(|| Arc::clone(s))
     }
@@ -781,7 +816,7 @@ impl Inner {
                 self.pending_shapes.fetch_sub(1, Ordering::Relaxed);
             }
             let loss = (crash.is_some() || received_through.is_some()).then(|| Loss {
-                shape: shape.id.clone(),
+                shape: Bytes::copy_from_slice(&shape.id),
                 after: p.durable,
                 received_through,
             });
@@ -799,9 +834,10 @@ impl Inner {
             _ => fifo,
         };
         {
-            let mut shard = lock(self.shard(&shape.id));
-            if shard.get(&shape.id).is_some_and(|s| Arc::ptr_eq(s, shape)) {
-                shard.remove(&shape.id);
+            let hash = self.hash(&shape.id);
+            let mut shard = lock(self.shard(hash));
+            if let Ok(e) = shard.find_entry(hash, |s| Arc::ptr_eq(s, shape)) {
+                e.remove();
             }
         }
         if let Some(loss) = &loss {
@@ -901,7 +937,7 @@ impl TrackedShape {
     /// let t = shapebuf::FlushTracker::new();
     /// assert_eq!(&t.register("s").id()[..], b"s");
     /// ```
-    pub fn id(&self) -> &Bytes {
+    pub fn id(&self) -> &[u8] {
         &self.state.id
     }
 
@@ -1038,7 +1074,7 @@ impl Transaction<'_> {
     pub fn received(&mut self, id: impl AsRef<[u8]>, last: LogOffset) -> bool {
         let id = id.as_ref();
         if let Some((s, l)) = self.bound.last_mut() {
-            if s.id == id && !lock(&s.progress).removed {
+            if *s.id == *id && !lock(&s.progress).removed {
                 *l = (*l).max(last);
                 return true;
             }

@@ -26,7 +26,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tracing::error;
 
 use crate::buffer::{Buffer, RetiredBytes, WriterToken};
@@ -145,9 +144,10 @@ impl Env {
 
 /// See the module docs.
 pub(crate) struct Slot {
-    /// The id (boxed: 16 bytes where `Bytes` takes 32; a slot is what an
-    /// idle shape costs).
-    pub(crate) id: Box<[u8]>,
+    /// The id (16 bytes where `Bytes` takes 32; a slot is what an idle
+    /// shape costs), shared with the shape's log and its flush-tracker
+    /// entry while it is open: one copy of each id.
+    pub(crate) id: Arc<[u8]>,
     /// The stem's number (its hash is the id's: [`Slot::stem`]).
     stem_n: u32,
     /// An idle closer holds the writer claim ([`Slot::close_idle`]); a
@@ -242,19 +242,19 @@ impl Slot {
                     buffer: Arc::new(Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired))),
                     log: Arc::new(ShapeLog::new(
                         Arc::clone(&env.log),
-                        Bytes::copy_from_slice(&self.id),
+                        Arc::clone(&self.id),
                         self.stem(),
                     )),
                 },
                 Closed::OnDisk(files) => {
                     match log::recover(&env.log, self.stem(), files.starts()) {
                         Ok(Some((log, durable))) => Open {
+                            log: Arc::new(log.sharing_id(&self.id)),
                             buffer: Arc::new(Buffer::new(
                                 durable.committed,
                                 env.epoch.clone(),
                                 Arc::clone(&env.retired),
                             )),
-                            log: Arc::new(log),
                         },
                         Ok(None) => Open {
                             // No file held a durable header: the shape's first
@@ -266,7 +266,7 @@ impl Slot {
                             )),
                             log: Arc::new(ShapeLog::new(
                                 Arc::clone(&env.log),
-                                Bytes::copy_from_slice(&self.id),
+                                Arc::clone(&self.id),
                                 self.stem(),
                             )),
                         },

@@ -190,7 +190,8 @@ struct WriteState {
 #[derive(Debug)]
 pub(crate) struct ShapeLog {
     ctx: Arc<LogCtx>,
-    id: Bytes,
+    /// The shape's id, shared with its slot.
+    id: Arc<[u8]>,
     stem: Stem,
     /// Empty until the first flush of a new shape creates its first file.
     files: RwLock<Vec<Arc<LogFile>>>,
@@ -206,15 +207,23 @@ pub(crate) struct ShapeLog {
 
 impl ShapeLog {
     /// The log of a new shape: no file until its first flush.
-    pub(crate) fn new(ctx: Arc<LogCtx>, id: Bytes, stem: Stem) -> ShapeLog {
+    pub(crate) fn new(ctx: Arc<LogCtx>, id: Arc<[u8]>, stem: Stem) -> ShapeLog {
         ShapeLog::from_parts(ctx, id, stem, Vec::new(), Durable::default(), 0, 1)
+    }
+
+    /// This log with its id shared with `id` (the slot's), which holds the
+    /// same bytes: a recovered log read its own copy from the header.
+    pub(crate) fn sharing_id(mut self, id: &Arc<[u8]>) -> ShapeLog {
+        debug_assert_eq!(self.id, *id, "a slot recovered another shape's log");
+        self.id = Arc::clone(id);
+        self
     }
 
     /// A log recovered from `files`: everything on disk is committed, the
     /// last file ends at `end`, and its next batch is number `next_seq`.
     fn from_parts(
         ctx: Arc<LogCtx>,
-        id: Bytes,
+        id: Arc<[u8]>,
         stem: Stem,
         files: Vec<Arc<LogFile>>,
         durable: Durable,
@@ -324,7 +333,7 @@ impl ShapeLog {
         match file.lease(&self.ctx.descriptors, &path, Mode::Create) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 if let HeaderRead::Ok(h, _, _) = read_id(&self.ctx, self.stem, file.start)? {
-                    if h.id != self.id {
+                    if h.id[..] != self.id[..] {
                         return Err(Error::Corrupt {
                             path,
                             detail: format!(
@@ -408,7 +417,7 @@ impl ShapeLog {
                 let header = record::Header {
                     start: first,
                     base: w.durable.last,
-                    id: self.id.clone(),
+                    id: Bytes::copy_from_slice(&self.id),
                 }
                 .encode();
                 bytes.extend_from_slice(&header);

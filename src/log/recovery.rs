@@ -641,6 +641,14 @@ pub(crate) fn recover(
         }
     }
     let files = logs.into_iter().map(|(lf, _)| lf).collect();
-    let log = ShapeLog::from_parts(Arc::clone(ctx), id, stem, files, d, end, next_seq);
+    let log = ShapeLog::from_parts(
+        Arc::clone(ctx),
+        Arc::from(&id[..]),
+        stem,
+        files,
+        d,
+        end,
+        next_seq,
+    );
     Ok(Some((log, d)))
 }
