@@ -308,7 +308,7 @@ fn a_small_retirement_is_handed_over_by_the_next_tick() {
 /// thread collects: everything retired must come back.
 fn retired_by_an_idle_writer_thread_returns(payload: usize, tick: bool) {
     let (_dir, store, _sh) = open();
-    let (flushed_tx, flushed_rx) = mpsc::channel::<()>();
+    let (flushed_tx, flushed_rx) = mpsc::channel::<u64>();
     let (exit_tx, exit_rx) = mpsc::channel::<()>();
     let left = thread::scope(|s| {
         // Owned by this closure: if an assertion below fails, unwinding
@@ -322,17 +322,21 @@ fn retired_by_an_idle_writer_thread_returns(payload: usize, tick: bool) {
                 .expect("append");
             w.commit().expect("commit");
             w.flush().expect("flush"); // the trim retires the segment
+                                       // Read before the hand-over: until then the retirement sits in
+                                       // this thread's bag, which no other thread's collection frees
+                                       // (after it, the other tests' threads may free it at once).
+            let retired = store_ref.retired_bytes();
             if tick {
                 w.tick().expect("tick"); // nothing to flush; hands it over
             }
-            flushed_tx.send(()).expect("test waits");
+            flushed_tx.send(retired).expect("test waits");
             exit_rx.recv().expect("test lets the thread end");
             drop(w);
         });
-        flushed_rx.recv().expect("writer flushed");
+        let retired = flushed_rx.recv().expect("writer flushed");
         assert!(
-            store.retired_bytes() >= payload as u64,
-            "the trim retired the segment"
+            retired >= payload as u64,
+            "the trim retired the segment ({retired} B retired)"
         );
         let left = collect_down_to(&store, 0);
         exit_tx.send(()).expect("writer waits");
