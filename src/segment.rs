@@ -1,10 +1,10 @@
 //! The append-only segment: one generation of a shape's in-memory buffer.
 //!
-//! A segment is a directory of *chunks* of [`Entry`] slots ([`CHUNK`]
-//! each, except the first: a fresh segment's first chunk has [`FIRST`]
-//! slots, so a shape that holds a few entries costs 192 bytes of slots,
-//! not 3 KiB), a published length, and the position of its first entry in
-//! the shape's log. Chunks are shared: a trim or a growth publishes a new
+//! A segment is a directory of *chunks* of [`Entry`] slots (sizes doubling
+//! from chunk 0's up to [`CHUNK`], then [`CHUNK`] each; a fresh segment's
+//! chunk 0 has [`FIRST`] slots, so a shape that holds a few entries costs a
+//! few slots, not 3 KiB), a published length, and the position of its
+//! first entry in the shape's log. Chunks are shared: a trim or a growth publishes a new
 //! segment whose directory takes over the old one's chunks whole (a
 //! reference count each), so neither copies an entry, and a flush batch
 //! ([`Batch`]) lends entries to a flusher thread the same way.
@@ -14,9 +14,9 @@
 //! - **Slot initialisation.** Every slot of a chunk always holds an entry: a
 //!   placeholder (empty payload, no allocation) until the writer writes it.
 //!   The segment's entries `[0, len)` are its slots from `skip` on (across
-//!   the directory's chunks, in order: position `g` is slot `g` of chunk 0
-//!   below `first`, its size, and slot `(g - first) % CHUNK` of chunk
-//!   `1 + (g - first) / CHUNK` from there, see [`locate`]); each was written before `len` was
+//!   the directory's chunks, in order: chunk `c` holds `min(first << c,
+//!   CHUNK)` slots, where `first` is chunk 0's size, a power of two; see
+//!   [`locate`]); each was written before `len` was
 //!   raised past it and is never written again while the chunk lives. Slots
 //!   past `len` are touched only by the single writer (see
 //!   [`Segment::push`]). A slot is written first, then `len` is raised with
@@ -59,54 +59,68 @@ use crate::sync::exclusive_usize;
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use crate::LogOffset;
 
-/// Slots per chunk (a power of two), except a segment's first chunk. 64
-/// slots of 48 bytes are 3 KiB. Under loom, 1: every push then installs a
-/// chunk, and the models' one-slot segments still grow at their second
-/// append.
+/// Slots of a full chunk (a power of two). 64 slots of 48 bytes are
+/// 3 KiB. A directory's chunks double in size from its chunk 0 up to this,
+/// then stay at it. Under loom, 1: every push then installs a chunk, and
+/// the models' one-slot segments still grow at their second append.
 #[cfg(not(loom))]
 pub(crate) const CHUNK: usize = 64;
-/// Slots per chunk (see the production value).
+/// Slots of a full chunk (see the production value).
 #[cfg(loom)]
 pub(crate) const CHUNK: usize = 1;
 
-/// Slots of a fresh segment's first chunk (at most [`CHUNK`]): a million
-/// live shapes holding an entry each cost 208 MB of chunks with 4 slots,
-/// 3.1 GB with 64. A shape that appends more gets whole chunks after it
-/// (no growth, no copy: the directory maps positions past the first chunk
-/// to the next ones). Under loom, 1 (as [`CHUNK`]).
+/// Slots of a fresh segment's chunk 0 (a power of two, at most [`CHUNK`]).
+/// Chunks double from there (1, 2, 4, ..., 64, 64, ...), so a shape holding
+/// `n` entries has at most about `2n` slots (never more than `n + 63`), and
+/// a million live shapes holding an entry each cost 64 MB of chunks, not
+/// 3.1 GB as with 64-slot chunks. No chunk is grown or copied: the
+/// directory maps each position to its chunk by arithmetic ([`locate`]).
 #[cfg(not(loom))]
-const FIRST: usize = 4;
-/// Slots of a fresh segment's first chunk (see the production value).
+const FIRST: usize = 1;
+/// Slots of a fresh segment's chunk 0 (see the production value).
 #[cfg(loom)]
 const FIRST: usize = 1;
 
+/// Chunks of a directory whose chunk 0 has `first` slots that are smaller
+/// than [`CHUNK`]: `log2(CHUNK / first)`.
+#[inline]
+fn doubling(first: usize) -> usize {
+    debug_assert!(first.is_power_of_two() && first <= CHUNK);
+    (CHUNK / first).trailing_zeros() as usize
+}
+
 /// The chunk and slot of position `g` in a directory whose chunk 0 has
-/// `first` slots (every other chunk has [`CHUNK`]).
+/// `first` slots (chunk `c` has `min(first << c, CHUNK)`). With `p = g +
+/// first`, chunk `c < doubling(first)` holds `p` in `[first << c, first <<
+/// (c + 1))`; from `p = CHUNK` on, every chunk holds `CHUNK` of them.
 #[inline]
 fn locate(first: usize, g: usize) -> (usize, usize) {
-    if g < first {
-        (0, g)
+    let p = g + first;
+    if p < CHUNK {
+        let top = (usize::BITS - 1 - p.leading_zeros()) as usize;
+        (top - first.trailing_zeros() as usize, p - (1 << top))
     } else {
-        let h = g - first;
-        (1 + h / CHUNK, h % CHUNK)
+        (doubling(first) + p / CHUNK - 1, p % CHUNK)
     }
 }
 
 /// The slots of chunk `c` in a directory whose chunk 0 has `first`.
 #[inline]
 fn chunk_slots(first: usize, c: usize) -> usize {
-    if c == 0 {
-        first
-    } else {
+    if c >= doubling(first) {
         CHUNK
+    } else {
+        first << c
     }
 }
 
 /// Positions that the first `chunks` chunks of such a directory hold.
 fn positions(first: usize, chunks: usize) -> usize {
-    match chunks {
-        0 => 0,
-        n => first + (n - 1) * CHUNK,
+    let m = doubling(first);
+    if chunks <= m {
+        first * ((1 << chunks) - 1)
+    } else {
+        CHUNK - first + (chunks - m) * CHUNK
     }
 }
 
@@ -114,8 +128,7 @@ fn positions(first: usize, chunks: usize) -> usize {
 fn chunks_for(first: usize, end: usize) -> usize {
     match end {
         0 => 0,
-        e if e <= first => 1,
-        e => 1 + (e - first).div_ceil(CHUNK),
+        e => locate(first, e - 1).0 + 1,
     }
 }
 
@@ -162,8 +175,8 @@ impl Entry {
     }
 }
 
-/// A run of slots ([`CHUNK`], or [`FIRST`] for a fresh segment's first
-/// chunk); shared by reference count between the segments (and batches)
+/// A run of slots (a power of two, at most [`CHUNK`]: see [`locate`]);
+/// shared by reference count between the segments (and batches)
 /// that hold it.
 #[repr(transparent)]
 pub(crate) struct Chunk([UnsafeCell<Entry>]);
@@ -187,9 +200,15 @@ impl Chunk {
         unsafe { Arc::from_raw(Arc::into_raw(cells) as *const Chunk) }
     }
 
-    /// The null directory entry (no chunk yet).
-    fn null() -> *const Chunk {
-        std::ptr::slice_from_raw_parts(std::ptr::null::<UnsafeCell<Entry>>(), 0) as *const Chunk
+    /// The directory's (thin) pointer to a chunk that `Arc::into_raw`
+    /// gave: its reference now belongs to the directory entry.
+    fn into_entry(chunk: Arc<Chunk>) -> Thin {
+        Arc::into_raw(chunk).cast::<UnsafeCell<Entry>>()
+    }
+
+    /// The chunk pointer of thin pointer `p` to a chunk of `slots` slots.
+    fn fat(p: Thin, slots: usize) -> *const Chunk {
+        std::ptr::slice_from_raw_parts(p, slots) as *const Chunk
     }
 
     /// Slot `k`, which the caller may read (module invariants).
@@ -207,11 +226,18 @@ impl Chunk {
     }
 }
 
-/// A directory entry: a chunk pointer from [`Arc::into_raw`] (one strong
-/// count owned by the segment), or null when not allocated yet.
-type DirEntry = UnsafeCell<*const Chunk>;
+/// A chunk's thin pointer: its first slot.
+type Thin = *const UnsafeCell<Entry>;
 
-/// The chunk at directory entry `c`.
+/// A directory entry: a chunk's thin pointer from [`Chunk::into_entry`]
+/// (one strong count owned by the segment), or null when not allocated
+/// yet. Thin (8 bytes, not a slice pointer's 16): entry `c`'s chunk has
+/// `chunk_slots(first, c)` slots, so the length is known from where it
+/// sits, and a million fresh directories of 7 entries save 56 MB.
+type DirEntry = UnsafeCell<Thin>;
+
+/// The chunk at directory entry `c` of a directory whose chunk 0 has
+/// `first` slots.
 ///
 /// # Safety
 ///
@@ -219,16 +245,18 @@ type DirEntry = UnsafeCell<*const Chunk>;
 /// this thread), and the directory's segment outlives the returned
 /// reference.
 #[inline]
-unsafe fn chunk_at(dir: &[DirEntry], c: usize) -> &Chunk {
+unsafe fn chunk_at(dir: &[DirEntry], first: usize, c: usize) -> &Chunk {
     let p = dir[c].with(|p| {
         // SAFETY: the caller's contract: entry `c` was set before and is
         // never written again.
         unsafe { *p }
     });
     debug_assert!(!p.is_null(), "directory entry {c} not set");
-    // SAFETY: a set entry holds a live chunk, kept alive by the segment's
+    // SAFETY: a set entry holds a live chunk of `chunk_slots(first, c)`
+    // slots (the directory's geometry: every chunk set at entry `c` was
+    // made with, or taken over at, that size), kept alive by the segment's
     // reference.
-    unsafe { &*p }
+    unsafe { &*Chunk::fat(p, chunk_slots(first, c)) }
 }
 
 /// The first `len` entries of a segment, every one written: what a reader
@@ -255,7 +283,7 @@ impl<'a> Slots<'a> {
         // directory entry and the slot were written before and are never
         // written again (slot initialisation and directory invariants). The
         // segment, which holds the chunk, outlives `'a`.
-        unsafe { chunk_at(self.dir, c).read(k) }
+        unsafe { chunk_at(self.dir, self.first, c).read(k) }
     }
 
     /// Entries `range` in order, a chunk at a time (one directory lookup per
@@ -320,7 +348,7 @@ impl<'a> Iterator for Iter<'a> {
             let n = (chunk_slots(self.view.first, c) - k).min(self.end - self.next);
             // SAFETY: position `next` is below the view's length, so its
             // directory entry is set (as in `Slots::get`).
-            let chunk = unsafe { chunk_at(self.view.dir, c) };
+            let chunk = unsafe { chunk_at(self.view.dir, self.view.first, c) };
             self.run = chunk.0[k..k + n].iter();
             self.next += n;
         }
@@ -340,8 +368,6 @@ impl ExactSizeIterator for Iter<'_> {}
 /// again while a chunk lives). Send + Sync, as `Chunk` is.
 pub(crate) struct Batch {
     chunks: Vec<Arc<Chunk>>,
-    /// Slots of `chunks[0]`.
-    first: usize,
     skip: usize,
     len: usize,
 }
@@ -351,7 +377,6 @@ impl Batch {
     pub(crate) fn empty() -> Self {
         Batch {
             chunks: Vec::new(),
-            first: 0,
             skip: 0,
             len: 0,
         }
@@ -378,7 +403,8 @@ impl Batch {
         // the writer before it made the batch (and the batch reached this
         // thread through a synchronising hand-over); they are never written
         // again while the batch holds their chunks.
-        let (c, k) = locate(self.first, g);
+        // Chunk 0's size sets the geometry (its slot count).
+        let (c, k) = locate(self.chunks[0].0.len(), g);
         // SAFETY: as above.
         unsafe { self.chunks[c].read(k) }
     }
@@ -390,11 +416,14 @@ pub(crate) struct Segment {
     start: u64,
     base: LogOffset,
     /// Slots of the directory's chunk 0 ([`FIRST`] in a fresh segment, the
-    /// size of the chunk taken over in a carried one).
-    first: usize,
+    /// size of the chunk taken over in a carried one; the chunks after it
+    /// double up to [`CHUNK`], as the ones after the taken-over chunk did).
+    /// `u32`, as `skip` (both are at most [`CHUNK`]): a live shape's
+    /// segment takes a 64-byte heap chunk, not 80.
+    first: u32,
     /// Where entry 0 sits in the first chunk (below it: older entries, kept
     /// until the chunk is freed).
-    skip: usize,
+    skip: u32,
     len: AtomicUsize,
     dir: Box<[DirEntry]>,
     /// The ordering of the `len` store in [`Segment::push`]: Release, except
@@ -411,9 +440,21 @@ unsafe impl Sync for Segment {}
 unsafe impl Send for Segment {}
 
 impl Segment {
+    /// Slots of the directory's chunk 0 (see the field).
+    #[inline]
+    fn first(&self) -> usize {
+        self.first as usize
+    }
+
+    /// Where entry 0 sits in chunk 0 (see the field).
+    #[inline]
+    fn skip(&self) -> usize {
+        self.skip as usize
+    }
+
     /// An empty segment whose first entry will be entry number `start`, the
     /// entry after `base`, with room for `capacity` entries (rounded up to
-    /// whole chunks, the first of [`FIRST`] slots) before it grows.
+    /// whole chunks, doubling from [`FIRST`] slots) before it grows.
     pub(crate) fn new(start: u64, base: LogOffset, capacity: usize) -> Self {
         let chunks = chunks_for(FIRST, capacity.max(1));
         Self::with_dir(start, base, FIRST, 0, 0, chunks)
@@ -427,14 +468,16 @@ impl Segment {
         len: usize,
         chunks: usize,
     ) -> Self {
+        debug_assert!(first.is_power_of_two() && first <= CHUNK && skip < first.max(1));
         Segment {
             start,
             base,
-            first,
-            skip,
+            // Both at most `CHUNK`.
+            first: first as u32,
+            skip: skip as u32,
             len: AtomicUsize::new(len),
             dir: (0..chunks)
-                .map(|_| UnsafeCell::new(Chunk::null()))
+                .map(|_| UnsafeCell::new(std::ptr::null()))
                 .collect(),
             #[cfg(loom)]
             len_store: Ordering::Release,
@@ -471,11 +514,11 @@ impl Segment {
                 usize::MAX,
             );
         }
-        let g = self.skip + from;
-        let (first, skip) = locate(self.first, g);
-        let used = locate(self.first, g + n - 1).0 - first + 1;
+        let g = self.skip() + from;
+        let (first, skip) = locate(self.first(), g);
+        let used = locate(self.first(), g + n - 1).0 - first + 1;
         // The new directory's chunk 0 is this one's chunk `first`.
-        let slots = chunk_slots(self.first, first);
+        let slots = chunk_slots(self.first(), first);
         let chunks = chunks_for(slots, skip + capacity.max(n));
         let seg = Self::with_dir(start, base, slots, skip, n, chunks);
         let copy_first = skip > 0 && self.stale_bytes(first, skip) > stale_limit;
@@ -483,17 +526,17 @@ impl Segment {
             let fresh = Chunk::new(slots);
             // SAFETY: entry `first` holds entry `from` (written), set by this
             // thread, the writer.
-            let old = unsafe { chunk_at(&self.dir, first) };
+            let old = unsafe { chunk_at(&self.dir, self.first(), first) };
             for k in skip..slots.min(skip + n) {
                 // SAFETY: slot `k` holds an entry this thread wrote; `fresh`
                 // is not shared yet.
                 fresh.0[k].with_mut(|p| unsafe { *p = old.read(k).clone() });
             }
             // SAFETY: `seg` is not published; only this thread sees it.
-            seg.dir[0].with_mut(|q| unsafe { *q = Arc::into_raw(fresh) });
+            seg.dir[0].with_mut(|q| unsafe { *q = Chunk::into_entry(fresh) });
         }
         for c in usize::from(copy_first)..used {
-            let p = Arc::into_raw(self.share(first + c));
+            let p = Chunk::into_entry(self.share(first + c));
             // SAFETY: `seg` is not published; only this thread sees it. It
             // owns the reference `share` took.
             seg.dir[c].with_mut(|q| unsafe { *q = p });
@@ -516,7 +559,9 @@ impl Segment {
             // the writer.
             unsafe { *p }
         });
-        // SAFETY: `p` came from `Arc::into_raw`, and this segment holds a
+        let p = Chunk::fat(p, chunk_slots(self.first(), c));
+        // SAFETY: `p` is what `Arc::into_raw` gave (the thin pointer with
+        // the chunk's own length, see `DirEntry`), and this segment holds a
         // reference, so the count is at least 1; the increment is the
         // returned `Arc`'s.
         unsafe {
@@ -531,7 +576,7 @@ impl Segment {
         // SAFETY: entry `c` holds written entries (the caller's), set by
         // this thread; slots below `k` were written by it (or hold
         // placeholders).
-        let chunk = unsafe { chunk_at(&self.dir, c) };
+        let chunk = unsafe { chunk_at(&self.dir, self.first(), c) };
         (0..k)
             // SAFETY: as above; the writer reads its own writes.
             .map(|s| unsafe { chunk.read(s) }.retained_size())
@@ -545,11 +590,10 @@ impl Segment {
         if from == to {
             return Batch::empty();
         }
-        let (c0, skip) = locate(self.first, self.skip + from);
-        let last = locate(self.first, self.skip + to - 1).0;
+        let (c0, skip) = locate(self.first(), self.skip() + from);
+        let last = locate(self.first(), self.skip() + to - 1).0;
         Batch {
             chunks: (c0..=last).map(|c| self.share(c)).collect(),
-            first: chunk_slots(self.first, c0),
             skip,
             len: to - from,
         }
@@ -571,12 +615,13 @@ impl Segment {
     #[cfg(loom)]
     pub(crate) fn poison(&mut self) {
         let _ = exclusive_usize(&mut self.len);
-        for entry in self.dir.iter() {
+        for (c, entry) in self.dir.iter().enumerate() {
             // SAFETY: `&mut self`: nobody else reaches the segment.
             let p = entry.with_mut(|p| unsafe { *p });
             if p.is_null() {
                 continue;
             }
+            let p = Chunk::fat(p, chunk_slots(self.first(), c));
             // SAFETY: a set entry holds a live chunk (this segment's
             // reference). Only segments and batches hold chunks, and nobody
             // can clone this (unpublished) segment's references any more, so
@@ -603,7 +648,7 @@ impl Segment {
     /// Entries this segment has room for (a push beyond it hands the entry
     /// back).
     pub(crate) fn capacity(&self) -> usize {
-        positions(self.first, self.dir.len()) - self.skip
+        positions(self.first(), self.dir.len()) - self.skip()
     }
 
     /// The number of written entries. Acquire: pairs with the Release store
@@ -631,8 +676,8 @@ impl Segment {
     fn writer_view(&self) -> Slots<'_> {
         Slots {
             dir: &self.dir,
-            first: self.first,
-            skip: self.skip,
+            first: self.first(),
+            skip: self.skip(),
             len: self.len.load(Ordering::Relaxed),
         }
     }
@@ -645,8 +690,8 @@ impl Segment {
     pub(crate) fn published(&self, limit: usize) -> Slots<'_> {
         Slots {
             dir: &self.dir,
-            first: self.first,
-            skip: self.skip,
+            first: self.first(),
+            skip: self.skip(),
             len: self.published_len().min(limit),
         }
     }
@@ -659,8 +704,8 @@ impl Segment {
     /// writer), and never after the segment has been retired.
     pub(crate) unsafe fn push(&self, entry: Entry) -> Result<(), Entry> {
         let n = self.len.load(Ordering::Relaxed);
-        let g = self.skip + n;
-        let (c, k) = locate(self.first, g);
+        let g = self.skip() + n;
+        let (c, k) = locate(self.first(), g);
         if c == self.dir.len() {
             return Err(entry);
         }
@@ -669,7 +714,7 @@ impl Segment {
         if k == 0 {
             // The entry starts a chunk, which no segment holds yet: set the
             // directory entry. No reader reads it before `len` passes it.
-            let p = Arc::into_raw(Chunk::new(chunk_slots(self.first, c)));
+            let p = Chunk::into_entry(Chunk::new(chunk_slots(self.first(), c)));
             self.dir[c].with_mut(|q| {
                 // SAFETY: writer only (the caller's contract), and no reader
                 // reads entry `c` before the Release store below.
@@ -681,7 +726,7 @@ impl Segment {
         }
         // SAFETY: entry `c` is set (above, or it holds entries below `n` or
         // the partly written chunk `carry` took over).
-        let chunk = unsafe { chunk_at(&self.dir, c) };
+        let chunk = unsafe { chunk_at(&self.dir, self.first(), c) };
         chunk.0[k].with_mut(|p| {
             // SAFETY: slot `k` is past every length published through this
             // segment or any segment that shares the chunk (sharing
@@ -708,9 +753,9 @@ impl Segment {
     /// of them. Writer only.
     pub(crate) fn footprint(&self, kept: usize) -> usize {
         let view = self.writer_view();
-        let owned = kept.min(chunks_for(self.first, self.skip + view.len));
-        let slots = positions(self.first, owned);
-        let entries = slots.saturating_sub(self.skip).min(view.len);
+        let owned = kept.min(chunks_for(self.first(), self.skip() + view.len));
+        let slots = positions(self.first(), owned);
+        let entries = slots.saturating_sub(self.skip()).min(view.len);
         std::mem::size_of::<Self>()
             + self.dir.len() * std::mem::size_of::<DirEntry>()
             + slots * std::mem::size_of::<Entry>()
@@ -730,15 +775,16 @@ impl Drop for Segment {
         if std::thread::panicking() {
             return;
         }
-        for entry in self.dir.iter() {
+        for (c, entry) in self.dir.iter().enumerate() {
             let p = entry.with_mut(|p| {
                 // SAFETY: `&mut self`: no reader holds the segment any more.
                 unsafe { *p }
             });
             if !p.is_null() {
-                // SAFETY: `p` came from `Arc::into_raw`, and this segment
-                // owns one reference, released once here.
-                drop(unsafe { Arc::from_raw(p) });
+                // SAFETY: `p` (with its chunk's length, see `DirEntry`) is
+                // what `Arc::into_raw` gave, and this segment owns one
+                // reference, released once here.
+                drop(unsafe { Arc::from_raw(Chunk::fat(p, chunk_slots(self.first(), c))) });
             }
         }
     }
@@ -768,16 +814,16 @@ mod tests {
     #[test]
     fn push_until_full_then_hands_back() {
         let s = Segment::new(0, LogOffset::ZERO, 3);
-        assert_eq!(s.capacity(), FIRST, "capacity rounds up to the first chunk");
-        fill(&s, 1..FIRST as u64 + 1);
-        let extra = e(FIRST as u64 + 1, 0);
+        assert_eq!(s.capacity(), 3, "chunks of 1 and 2 slots");
+        fill(&s, 1..4);
+        let extra = e(4, 0);
         // SAFETY: as above.
         let back = unsafe { s.push(extra.clone()) }.expect_err("full segment must refuse");
         assert_eq!(back, extra);
-        assert_eq!(s.published_len(), FIRST);
+        assert_eq!(s.published_len(), 3);
         assert_eq!(s.get(2), &e(3, 0));
-        let s = Segment::new(0, LogOffset::ZERO, FIRST + 1);
-        assert_eq!(s.capacity(), FIRST + CHUNK, "then whole chunks");
+        let s = Segment::new(0, LogOffset::ZERO, 4);
+        assert_eq!(s.capacity(), 7, "rounds up to the next chunk, of 4");
     }
 
     /// `tests/common/mod.rs` mirrors the chunk size (`CHUNK_SLOTS`) for the
@@ -785,43 +831,71 @@ mod tests {
     #[test]
     #[cfg(not(loom))]
     fn chunk_size_mirrored_in_tests() {
-        assert_eq!((FIRST, CHUNK), (4, 64));
+        assert_eq!((FIRST, CHUNK), (1, 64));
     }
 
-    /// The geometry: a short chunk 0, then whole chunks.
+    /// The geometry: chunks doubling from chunk 0's size up to `CHUNK`,
+    /// contiguous, from any power-of-two chunk 0 (a carried segment's).
     #[test]
-    fn positions_map_to_a_short_first_chunk_then_whole_ones() {
-        assert_eq!(locate(4, 0), (0, 0));
+    #[cfg(not(loom))]
+    fn positions_map_to_doubling_chunks() {
+        assert_eq!(locate(1, 0), (0, 0));
+        assert_eq!(locate(1, 1), (1, 0));
+        assert_eq!(locate(1, 2), (1, 1));
+        assert_eq!(locate(1, 3), (2, 0));
+        assert_eq!(locate(1, 62), (5, 31));
+        assert_eq!(locate(1, 63), (6, 0));
+        assert_eq!(locate(1, 127), (7, 0));
         assert_eq!(locate(4, 3), (0, 3));
         assert_eq!(locate(4, 4), (1, 0));
-        assert_eq!(locate(4, 4 + CHUNK), (2, 0));
         assert_eq!(locate(CHUNK, CHUNK + 1), (1, 1));
-        assert_eq!(chunks_for(4, 0), 0);
-        assert_eq!(chunks_for(4, 4), 1);
-        assert_eq!(chunks_for(4, 5), 2);
-        assert_eq!(chunks_for(4, 4 + CHUNK), 2);
-        assert_eq!(chunks_for(4, 5 + CHUNK), 3);
-        assert_eq!(positions(4, 0), 0);
-        assert_eq!(positions(4, 3), 4 + 2 * CHUNK);
-        // Every position lies inside its chunk, and chunks are contiguous.
-        let mut expect = (0, 0);
-        for g in 0..3 * CHUNK {
-            assert_eq!(locate(4, g), expect, "position {g}");
-            assert!(locate(4, g).1 < chunk_slots(4, locate(4, g).0));
-            expect.1 += 1;
-            if expect.1 == chunk_slots(4, expect.0) {
-                expect = (expect.0 + 1, 0);
+        assert_eq!(
+            (chunk_slots(1, 5), chunk_slots(1, 6), chunk_slots(1, 9)),
+            (32, 64, 64)
+        );
+        assert_eq!((positions(1, 7), positions(1, 8)), (127, 191));
+        for first in [1, 2, 4, 32, CHUNK] {
+            let mut expect = (0, 0);
+            let mut held = 0;
+            for g in 0..4 * CHUNK {
+                assert_eq!(locate(first, g), expect, "chunk 0 of {first}, position {g}");
+                expect.1 += 1;
+                if expect.1 == chunk_slots(first, expect.0) {
+                    held += chunk_slots(first, expect.0);
+                    expect = (expect.0 + 1, 0);
+                    assert_eq!(positions(first, expect.0), held);
+                }
+                assert!(chunk_slots(first, locate(first, g).0).is_power_of_two());
+                let c = chunks_for(first, g + 1);
+                assert!(positions(first, c) > g && positions(first, c - 1) <= g);
             }
+            assert_eq!(chunks_for(first, 0), 0);
         }
     }
 
-    /// A carry from the middle of a short first chunk keeps it short and
-    /// shares it; the chunks after it follow at the right positions.
+    /// A carry from any position takes over the chunk holding it as its
+    /// chunk 0, shares it, and the chunks after it follow at the right
+    /// positions (sizes doubling from there).
     #[test]
-    fn carry_from_the_short_first_chunk_shares_it() {
-        let old = Segment::new(0, LogOffset::ZERO, 2 * CHUNK);
-        fill(&old, 1..FIRST as u64 + CHUNK as u64 + 3);
-        for from in [0, 1, FIRST - 1, FIRST, FIRST + 1, FIRST + CHUNK] {
+    fn carry_from_any_chunk_shares_it() {
+        let old = Segment::new(0, LogOffset::ZERO, 3 * CHUNK);
+        fill(&old, 1..2 * CHUNK as u64 + 4);
+        for from in [
+            0,
+            1,
+            2,
+            3,
+            6,
+            7,
+            62,
+            63,
+            64,
+            65,
+            126,
+            127,
+            128,
+            2 * CHUNK + 2,
+        ] {
             let start = from as u64;
             let base = if from == 0 {
                 LogOffset::ZERO
@@ -887,7 +961,10 @@ mod tests {
         fill(&old, 1..CHUNK as u64 / 2 + 1);
         let kept_from = 3;
         let (new, kept) = old.carry(kept_from, 3, LogOffset::new(3, 0), 2 * CHUNK, usize::MAX);
-        assert_eq!(kept, 0, "the new segment holds the first chunk");
+        assert_eq!(
+            kept, 2,
+            "the new segment holds the chunks from the one of entry 3 on"
+        );
         assert!(
             std::ptr::eq(old.get(kept_from), new.get(0)),
             "the entry is shared, not copied"
@@ -947,11 +1024,13 @@ mod tests {
     fn footprint_counts_only_chunks_left_behind() {
         let s = Segment::new(0, LogOffset::ZERO, 2 * CHUNK);
         fill(&s, 1..CHUNK as u64 + 2);
-        let shell = std::mem::size_of::<Segment>() + 3 * std::mem::size_of::<DirEntry>();
+        let dir = chunks_for(FIRST, 2 * CHUNK) * std::mem::size_of::<DirEntry>();
+        let shell = std::mem::size_of::<Segment>() + dir;
         assert_eq!(s.footprint(0), shell, "a growth frees only the directory");
-        let one = shell + FIRST * std::mem::size_of::<Entry>();
-        let payloads: usize = (0..FIRST).map(|i| s.get(i).payload.len()).sum();
-        assert_eq!(s.footprint(1), one + payloads);
+        // Chunks 0 and 1: 1 + 2 slots.
+        let two = shell + 3 * std::mem::size_of::<Entry>();
+        let payloads: usize = (0..3).map(|i| s.get(i).payload.len()).sum();
+        assert_eq!(s.footprint(2), two + payloads);
         assert!(s.footprint(usize::MAX) > s.footprint(1));
     }
 
@@ -963,25 +1042,27 @@ mod tests {
     fn carry_copies_a_chunk_whose_trimmed_part_is_over_budget() {
         let big = bytes::Bytes::from(vec![1u8; 4096]);
         let old = Segment::new(0, LogOffset::ZERO, CHUNK);
+        fill(&old, 1..4);
+        // Entry 3 starts chunk 2 (slots for entries 3..7).
         // SAFETY: single-threaded test; this is the only writer.
-        unsafe { old.push(Entry::new(LogOffset::new(1, 0), big.clone())) }.expect("room");
-        fill(&old, 2..5);
-        let (new, kept) = old.carry(1, 1, LogOffset::new(1, 0), CHUNK, 1024);
-        assert_eq!(kept, 1, "the first chunk is not held");
-        assert!(!std::ptr::eq(old.get(1), new.get(0)), "copied");
-        assert_eq!(all(&new), all(&old)[1..]);
+        unsafe { old.push(Entry::new(LogOffset::new(4, 0), big.clone())) }.expect("room");
+        fill(&old, 5..8);
+        let (new, kept) = old.carry(4, 4, LogOffset::new(4, 0), CHUNK, 1024);
+        assert_eq!(kept, 3, "chunk 2 is not held");
+        assert!(!std::ptr::eq(old.get(4), new.get(0)), "copied");
+        assert_eq!(all(&new), all(&old)[4..]);
         drop(old);
         assert!(
             big.is_unique(),
             "the trimmed payload went with the old segment"
         );
-        let (shared, kept) = new.carry(1, 2, LogOffset::new(2, 0), CHUNK, 1024);
+        let (shared, kept) = new.carry(1, 5, LogOffset::new(5, 0), CHUNK, 1024);
         assert_eq!(kept, 0, "a small trimmed part is shared");
         assert!(std::ptr::eq(new.get(1), shared.get(0)));
-        let (empty, kept) = new.carry(new.writer_len(), 4, LogOffset::new(4, 0), CHUNK, 1024);
+        let (empty, kept) = new.carry(new.writer_len(), 7, LogOffset::new(7, 0), CHUNK, 1024);
         assert_eq!(
             (kept, empty.writer_len(), empty.capacity()),
-            (usize::MAX, 0, FIRST + CHUNK)
+            (usize::MAX, 0, 2 * CHUNK - 1)
         );
     }
 }

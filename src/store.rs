@@ -74,9 +74,9 @@ pub struct Config {
     /// flush (default 1 s).
     pub flush_interval: Duration,
     /// Entries a fresh in-memory segment has room for before it grows
-    /// (default 64). Memory comes in chunks of 64 entry slots (3 KiB) after
-    /// a first chunk of 4 (192 B, allocated at the first append), so this
-    /// rounds up to whole chunks; a segment grows by adding chunks
+    /// (default 64). Memory comes in chunks that double from 1 entry slot
+    /// (48 B, allocated at the first append) up to 64 slots (3 KiB), so
+    /// this rounds up to whole chunks; a segment grows by adding chunks
     /// (its directory of chunks doubles, no entry is copied).
     pub segment_capacity: usize,
     /// After a flush, keep the newest durable entries in memory while their

@@ -31,7 +31,7 @@ enum Swap {
 
 const CAPACITY: usize = 4;
 /// Entries appended to make a segment grow: more than `CAPACITY` (which
-/// rounds up to the first chunk, 4 slots) and than a whole chunk.
+/// rounds up to whole chunks, 1 + 2 + 4 slots) and than a whole chunk.
 const SLOTS: u64 = common::CHUNK_SLOTS;
 
 fn entry(tx: u64, op: u64) -> Entry {

@@ -17,8 +17,8 @@ pub const SHAPES: [&str; 3] = ["a", "b/../c", "\u{0}d"];
 
 /// Slots per chunk of a segment: the library's `segment::CHUNK`, which is
 /// crate-private (its unit test `chunk_size_mirrored_in_tests` fails if the
-/// two part). A segment's memory comes in chunks (after a first one of 4
-/// slots, `segment::FIRST`); tests that count growth or memory use it.
+/// two part). A segment's memory comes in chunks (doubling from one slot,
+/// `segment::FIRST`, up to this); tests that count growth or memory use it.
 pub const CHUNK_SLOTS: u64 = 64;
 
 /// Small limits so the workload rolls files, grows and trims segments and
