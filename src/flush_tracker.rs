@@ -430,7 +430,7 @@ impl FlushTracker {
     }
 
     /// [`FlushTracker::register`] with the id already shared (the store's
-    /// writers pass their slot's: no copy).
+    /// writers pass their log's: no copy).
     pub(crate) fn register_shared(&self, id: &Arc<[u8]>) -> TrackedShape {
         self.register_with(id, || Arc::clone(id))
     }

@@ -144,10 +144,11 @@ impl Env {
 
 /// See the module docs.
 pub(crate) struct Slot {
-    /// The id (16 bytes where `Bytes` takes 32; a slot is what an idle
-    /// shape costs), shared with the shape's log and its flush-tracker
-    /// entry while it is open: one copy of each id.
-    pub(crate) id: Arc<[u8]>,
+    /// The id (boxed: 16 bytes where `Bytes` takes 32, and a heap chunk of
+    /// 32 bytes for a short id where an `Arc<[u8]>`'s counts make it 48; a
+    /// slot is what an idle shape costs). An open shape's log holds it
+    /// again, as an `Arc` shared with its flush-tracker entry.
+    pub(crate) id: Box<[u8]>,
     /// The stem's number (its hash is the id's: [`Slot::stem`]).
     stem_n: u32,
     /// An idle closer holds the writer claim ([`Slot::close_idle`]); a
@@ -242,14 +243,14 @@ impl Slot {
                     buffer: Arc::new(Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired))),
                     log: Arc::new(ShapeLog::new(
                         Arc::clone(&env.log),
-                        Arc::clone(&self.id),
+                        Arc::from(&self.id[..]),
                         self.stem(),
                     )),
                 },
                 Closed::OnDisk(files) => {
                     match log::recover(&env.log, self.stem(), files.starts()) {
                         Ok(Some((log, durable))) => Open {
-                            log: Arc::new(log.sharing_id(&self.id)),
+                            log: Arc::new(log),
                             buffer: Arc::new(Buffer::new(
                                 durable.committed,
                                 env.epoch.clone(),
@@ -266,7 +267,7 @@ impl Slot {
                             )),
                             log: Arc::new(ShapeLog::new(
                                 Arc::clone(&env.log),
-                                Arc::clone(&self.id),
+                                Arc::from(&self.id[..]),
                                 self.stem(),
                             )),
                         },

@@ -143,7 +143,7 @@ impl ShapeWriter {
             },
             || log.discard_uncommitted(),
         )?;
-        let tracked = inner.tracker.register_shared(&slot.id);
+        let tracked = inner.tracker.register_shared(log.id());
         tracked.flushed(durable.last_committed);
         Ok(ShapeWriter {
             tracked,

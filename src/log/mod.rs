@@ -190,7 +190,7 @@ struct WriteState {
 #[derive(Debug)]
 pub(crate) struct ShapeLog {
     ctx: Arc<LogCtx>,
-    /// The shape's id, shared with its slot.
+    /// The shape's id, shared with its flush-tracker entry.
     id: Arc<[u8]>,
     stem: Stem,
     /// Empty until the first flush of a new shape creates its first file.
@@ -211,12 +211,9 @@ impl ShapeLog {
         ShapeLog::from_parts(ctx, id, stem, Vec::new(), Durable::default(), 0, 1)
     }
 
-    /// This log with its id shared with `id` (the slot's), which holds the
-    /// same bytes: a recovered log read its own copy from the header.
-    pub(crate) fn sharing_id(mut self, id: &Arc<[u8]>) -> ShapeLog {
-        debug_assert_eq!(self.id, *id, "a slot recovered another shape's log");
-        self.id = Arc::clone(id);
-        self
+    /// The shape's id (shared with its flush-tracker entry).
+    pub(crate) fn id(&self) -> &Arc<[u8]> {
+        &self.id
     }
 
     /// A log recovered from `files`: everything on disk is committed, the
