@@ -86,7 +86,9 @@ const FIRST: usize = 1;
 #[inline]
 fn doubling(first: usize) -> usize {
     debug_assert!(first.is_power_of_two() && first <= CHUNK);
-    (CHUNK / first).trailing_zeros() as usize
+    // Exponents, not `CHUNK / first`: a division by a variable is tens of
+    // cycles on every slot lookup of a read.
+    (CHUNK.trailing_zeros() - first.trailing_zeros()) as usize
 }
 
 /// The chunk and slot of position `g` in a directory whose chunk 0 has
@@ -335,23 +337,17 @@ impl<'a> Iterator for Iter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<&'a Entry> {
-        loop {
-            if let Some(cell) = self.run.next() {
-                // SAFETY: the run lies below the view's length (`iter`'s
-                // assertion), so as in `Slots::get`.
-                return Some(cell.with(|p| unsafe { &*p }));
-            }
-            if self.next >= self.end {
-                return None;
-            }
-            let (c, k) = locate(self.view.first, self.next);
-            let n = (chunk_slots(self.view.first, c) - k).min(self.end - self.next);
-            // SAFETY: position `next` is below the view's length, so its
-            // directory entry is set (as in `Slots::get`).
-            let chunk = unsafe { chunk_at(self.view.dir, self.view.first, c) };
-            self.run = chunk.0[k..k + n].iter();
-            self.next += n;
-        }
+        // The hot path (the rest of the current run) stays small enough to
+        // inline into the reader's loop; moving to the next chunk does not
+        // (out of line, it cost a call per entry: docs/benchmarks.md,
+        // "Contended range read").
+        let cell = match self.run.next() {
+            Some(cell) => cell,
+            None => self.next_run()?,
+        };
+        // SAFETY: the run lies below the view's length (`iter`'s
+        // assertion), so as in `Slots::get`.
+        Some(cell.with(|p| unsafe { &*p }))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -361,6 +357,25 @@ impl<'a> Iterator for Iter<'a> {
 }
 
 impl ExactSizeIterator for Iter<'_> {}
+
+impl<'a> Iter<'a> {
+    /// Moves to the next chunk's run and returns its first slot (`None`
+    /// at the end).
+    #[inline(never)]
+    fn next_run(&mut self) -> Option<&'a UnsafeCell<Entry>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let (c, k) = locate(self.view.first, self.next);
+        let n = (chunk_slots(self.view.first, c) - k).min(self.end - self.next);
+        // SAFETY: position `next` is below the view's length, so its
+        // directory entry is set (as in `Slots::get`).
+        let chunk = unsafe { chunk_at(self.view.dir, self.view.first, c) };
+        self.run = chunk.0[k..k + n].iter();
+        self.next += n;
+        self.run.next()
+    }
+}
 
 /// Entries lent out of a segment (a flush batch): readable on any thread,
 /// with no epoch pin, for as long as the batch lives, because it holds a
