@@ -25,9 +25,11 @@
 //!   files (no allocation for the usual single file starting at entry 0).
 //! - `alive`: stems with a log in memory, how many (a read may still hold
 //!   the log of a shape that has closed since, beside its state's newer
-//!   one), and, once the shape is removed, the files to delete when the
-//!   last of them drops. Open shapes only: a closed shape costs nothing
-//!   here.
+//!   one): 16 bytes per open shape of hash table. Closed shapes cost
+//!   nothing here.
+//! - `doomed`: removed stems that still have a log in memory, with the
+//!   files to delete when the last of them drops (rare: a removal racing
+//!   a read).
 //!
 //! # Invariants
 //!
@@ -139,30 +141,47 @@ struct Shard {
     /// Listed stems whose id is unknown yet -> their files.
     unresolved: HashMap<Stem, Files>,
     /// Stems with a log in memory (open shapes, and closed ones whose old
-    /// log a read still holds).
-    alive: HashMap<Stem, Alive>,
+    /// log a read still holds), with how many.
+    alive: hashbrown::HashTable<Alive>,
+    /// Removed stems in `alive`: the starts of their files (merged from
+    /// every log of it that drops, and from the closed state's list), to
+    /// delete when the last log drops.
+    doomed: HashMap<Stem, Vec<u64>>,
 }
 
-/// The logs in memory of one stem, and what its removal deletes once the
-/// last of them is dropped.
-#[derive(Debug, Default)]
+/// The logs in memory of one stem: 16 bytes (an open shape pays for one).
+#[derive(Debug)]
 struct Alive {
+    hash: u64,
+    n: u32,
     logs: u32,
-    /// The stem was removed: the starts of its files (merged from every
-    /// log of it that drops, and from the closed state's list).
-    removed: Option<Vec<u64>>,
 }
 
 impl Alive {
-    fn doom(&mut self, starts: &[u64]) {
-        let v = self.removed.get_or_insert_with(Vec::new);
-        v.extend_from_slice(starts);
-        v.sort_unstable();
-        v.dedup();
+    fn is(&self, stem: Stem) -> bool {
+        self.hash == stem.hash && self.n == stem.n
+    }
+
+    /// The table's hash of `stem`. A shard holds the hashes of one residue
+    /// mod [`SHARDS`] (their low bits are equal), and the table indexes by
+    /// low bits: mix the high ones down (splitmix64's finalizer).
+    fn mix(stem: Stem) -> u64 {
+        let mut x = stem.hash ^ u64::from(stem.n);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
     }
 }
 
 impl Shard {
+    /// Adds `starts` to removed stem `stem`'s files to delete.
+    fn doom(&mut self, stem: Stem, starts: &[u64]) {
+        let v = self.doomed.entry(stem).or_default();
+        v.extend_from_slice(starts);
+        v.sort_unstable();
+        v.dedup();
+    }
+
     fn is_taken(&self, stem: Stem) -> bool {
         if stem.n == 0 {
             self.taken.contains(&stem.hash)
@@ -306,7 +325,27 @@ impl Catalog {
 
     /// A log of `stem` was made in memory (a shape opened or recovered).
     pub(crate) fn log_created(&self, stem: Stem) {
-        self.shard(stem.hash).alive.entry(stem).or_default().logs += 1;
+        let mut s = self.shard(stem.hash);
+        let hash = Alive::mix(stem);
+        match s.alive.find_mut(hash, |a| a.is(stem)) {
+            Some(a) => a.logs += 1,
+            None => {
+                s.alive.insert_unique(
+                    hash,
+                    Alive {
+                        hash: stem.hash,
+                        n: stem.n,
+                        logs: 1,
+                    },
+                    |a| {
+                        Alive::mix(Stem {
+                            hash: a.hash,
+                            n: a.n,
+                        })
+                    },
+                );
+            }
+        }
     }
 
     /// A log of `stem` (whose files start at `starts`) was dropped; with
@@ -320,15 +359,21 @@ impl Catalog {
         starts: &[u64],
     ) -> Option<Vec<u64>> {
         let mut s = self.shard(stem.hash);
-        let a = s.alive.get_mut(&stem)?;
-        if removed || a.removed.is_some() {
-            a.doom(starts);
+        let Ok(mut a) = s.alive.find_entry(Alive::mix(stem), |a| a.is(stem)) else {
+            return None;
+        };
+        a.get_mut().logs -= 1;
+        let last = a.get().logs == 0;
+        if last {
+            a.remove();
         }
-        a.logs -= 1;
-        if a.logs > 0 {
+        if removed || s.doomed.contains_key(&stem) {
+            s.doom(stem, starts);
+        }
+        if !last {
             return None;
         }
-        s.alive.remove(&stem).and_then(|a| a.removed)
+        s.doomed.remove(&stem)
     }
 
     /// A closed shape of `stem` (whose files start at `starts`) was
@@ -337,13 +382,11 @@ impl Catalog {
     /// then deletes them: returns true. Else the caller deletes them now.
     pub(crate) fn defer_removal(&self, stem: Stem, starts: &[u64]) -> bool {
         let mut s = self.shard(stem.hash);
-        match s.alive.get_mut(&stem) {
-            Some(a) => {
-                a.doom(starts);
-                true
-            }
-            None => false,
+        if s.alive.find(Alive::mix(stem), |a| a.is(stem)).is_none() {
+            return false;
         }
+        s.doom(stem, starts);
+        true
     }
 
     /// Stems listed whose id is not known yet.
@@ -432,5 +475,39 @@ mod tests {
             "a released stem is reused"
         );
         assert_eq!(c.allocate(h ^ 1), Stem { hash: h ^ 1, n: 0 });
+    }
+
+    #[test]
+    fn a_removed_stems_files_wait_for_its_last_log() {
+        let c = Catalog::new();
+        let h = fnv1a(b"x");
+        let (a, b) = (Stem { hash: h, n: 0 }, Stem { hash: h, n: 1 });
+        // Two logs of `a` (a read holds the old one), one of `b` (same hash).
+        c.log_created(a);
+        c.log_created(a);
+        c.log_created(b);
+        assert!(
+            !c.defer_removal(Stem { hash: h, n: 2 }, &[0]),
+            "no log alive"
+        );
+        assert!(c.defer_removal(a, &[5]), "a log of it is alive");
+        assert_eq!(c.log_dropped(a, false, &[0, 5]), None, "one is still alive");
+        assert_eq!(c.log_dropped(a, false, &[9]), Some(vec![0, 5, 9]));
+        assert_eq!(c.log_dropped(a, false, &[]), None, "gone from the catalog");
+        // `b` was not removed: its last drop deletes nothing; removed with
+        // its log (the state's own), it deletes what that log names.
+        assert_eq!(c.log_dropped(b, false, &[1]), None);
+        c.log_created(b);
+        assert_eq!(c.log_dropped(b, true, &[]), Some(vec![]));
+        for n in 0..1000 {
+            c.log_created(Stem { hash: h, n });
+        }
+        for n in 0..1000 {
+            let stem = Stem { hash: h, n };
+            assert_eq!(
+                c.log_dropped(stem, n % 2 == 0, &[u64::from(n)]).is_some(),
+                n % 2 == 0
+            );
+        }
     }
 }
