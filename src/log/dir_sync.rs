@@ -24,10 +24,11 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use crate::fs::Fs;
 use crate::{Error, Result};
 
-/// A created directory entry that is not known durable yet.
+/// A created directory entry that is not known durable yet (numbered from
+/// 1: an `Option<Ticket>` is 8 bytes, and every open shape's log holds one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "the entry is durable only after DirSync::wait"]
-pub(crate) struct Ticket(u64);
+pub(crate) struct Ticket(std::num::NonZeroU64);
 
 #[derive(Debug, Default)]
 struct State {
@@ -66,7 +67,7 @@ impl DirSync {
     pub(crate) fn created(&self) -> Ticket {
         let mut s = self.lock();
         s.taken += 1;
-        Ticket(s.taken)
+        Ticket(std::num::NonZeroU64::new(s.taken).expect("the first ticket is 1"))
     }
 
     /// Returns once `ticket`'s entry is durable (a sync that started after
@@ -75,11 +76,11 @@ impl DirSync {
     pub(crate) fn wait(&self, fs: &dyn Fs, ticket: Ticket) -> Result<()> {
         let mut s = self.lock();
         loop {
-            if s.durable >= ticket.0 {
+            if s.durable >= ticket.0.get() {
                 return Ok(());
             }
             if let Some((upto, why)) = &s.failed {
-                if ticket.0 <= *upto {
+                if ticket.0.get() <= *upto {
                     return Err(Error::Io {
                         op: "sync directory",
                         path: self.dir.clone(),
@@ -88,7 +89,7 @@ impl DirSync {
                 }
             }
             match s.running {
-                Some(upto) if upto >= ticket.0 => {
+                Some(upto) if upto >= ticket.0.get() => {
                     s = self.done.wait(s).unwrap_or_else(PoisonError::into_inner);
                 }
                 Some(_) => {

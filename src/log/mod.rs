@@ -41,7 +41,6 @@ mod file;
 pub(crate) mod record;
 mod recovery;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -198,7 +197,7 @@ pub(crate) struct ShapeLog {
     write: Mutex<WriteState>,
     /// Collected files (unlisted, oldest first) waiting for the reads that
     /// resolved them to end before they are deleted ([`ShapeLog::reap`]).
-    doomed: Mutex<VecDeque<Arc<LogFile>>>,
+    doomed: Mutex<Vec<Arc<LogFile>>>,
     /// The shape was removed: the last owner of the log deletes its files
     /// (Relaxed: that owner's drop is ordered after the store by the
     /// reference count's release and acquire).
@@ -651,7 +650,7 @@ impl ShapeLog {
         Ok(n)
     }
 
-    fn doomed(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<LogFile>>> {
+    fn doomed(&self) -> std::sync::MutexGuard<'_, Vec<Arc<LogFile>>> {
         self.doomed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -662,7 +661,7 @@ impl ShapeLog {
     /// [`ShapeLog::collect_before`]).
     pub(crate) fn reap(&self) -> Result<()> {
         let mut doomed = self.doomed();
-        while let Some(f) = doomed.front() {
+        while let Some(f) = doomed.first() {
             if Arc::strong_count(f) > 1 {
                 break;
             }
@@ -674,7 +673,7 @@ impl ShapeLog {
                 .remove_file(&path)
                 .map_err(Error::io("remove", &path))?;
             self.ctx.sync_dir()?;
-            doomed.pop_front();
+            doomed.remove(0);
         }
         Ok(())
     }
