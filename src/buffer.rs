@@ -150,7 +150,7 @@ pub enum Fault {
     InstallBeforeWrite,
     /// A retired segment is freed at once instead of after the epoch.
     FreeWithoutDefer,
-    /// [`Buffer::claim`] takes the claim Relaxed.
+    /// [`WriterToken::claim`] takes the claim Relaxed.
     ClaimRelaxed,
 }
 
@@ -264,23 +264,18 @@ impl Buffer {
         // Acquire: pairs with the writer's Release stores of the pointer.
         !self.segment.load(Ordering::Acquire, &guard).is_null()
     }
+}
 
-    /// Takes the single-writer claim, or `None` when another writer holds it.
-    pub(crate) fn claim(self: &Arc<Self>) -> Option<WriterToken> {
-        // Acquire: pairs with the Release in `WriterToken::drop`, so the new
-        // writer sees its predecessor's stores.
-        let acquire = Ordering::Acquire;
-        #[cfg(loom)]
-        let acquire = match self.fault {
-            Fault::ClaimRelaxed => Ordering::Relaxed,
-            _ => acquire,
-        };
-        self.writer
-            .compare_exchange(false, true, acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| WriterToken {
-                buffer: Arc::clone(self),
-            })
+/// What owns a buffer behind an `Arc`: the buffer itself, or a state that
+/// embeds it (an open shape, `slot::Open`: one allocation, not two). A
+/// [`WriterToken`] holds the owner.
+pub(crate) trait HoldsBuffer: Send + Sync {
+    fn buffer(&self) -> &Buffer;
+}
+
+impl HoldsBuffer for Buffer {
+    fn buffer(&self) -> &Buffer {
+        self
     }
 }
 
@@ -301,19 +296,45 @@ impl Drop for Buffer {
 /// Proof of being the one writer of a buffer; every mutation goes through
 /// it. Dropping it releases the claim (the segment stays published so
 /// readers keep reading, and the next writer takes it over).
-pub(crate) struct WriterToken {
-    buffer: Arc<Buffer>,
+pub(crate) struct WriterToken<H: HoldsBuffer = Buffer> {
+    owner: Arc<H>,
 }
 
-impl WriterToken {
+impl<H: HoldsBuffer> WriterToken<H> {
+    /// Takes the single-writer claim of `owner`'s buffer, or `None` when
+    /// another writer holds it.
+    pub(crate) fn claim(owner: &Arc<H>) -> Option<Self> {
+        let buffer = owner.buffer();
+        // Acquire: pairs with the Release in `WriterToken::drop`, so the new
+        // writer sees its predecessor's stores.
+        let acquire = Ordering::Acquire;
+        #[cfg(loom)]
+        let acquire = match buffer.fault {
+            Fault::ClaimRelaxed => Ordering::Relaxed,
+            _ => acquire,
+        };
+        buffer
+            .writer
+            .compare_exchange(false, true, acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| WriterToken {
+                owner: Arc::clone(owner),
+            })
+    }
+
     pub(crate) fn buffer(&self) -> &Buffer {
-        &self.buffer
+        self.owner.buffer()
+    }
+
+    /// What owns the buffer.
+    pub(crate) fn owner(&self) -> &Arc<H> {
+        &self.owner
     }
 
     /// The current segment as the writer sees it. Relaxed is enough: only
     /// this writer stores the pointer.
     pub(crate) fn current<'g>(&self, guard: &'g Guard) -> Option<&'g Segment> {
-        let seg = self.buffer.segment.load(Ordering::Relaxed, guard);
+        let seg = self.buffer().segment.load(Ordering::Relaxed, guard);
         // SAFETY: only this writer retires segments, and it does not retire
         // the one it is using while `guard` lives.
         unsafe { seg.as_ref() }
@@ -336,7 +357,7 @@ impl WriterToken {
     /// predecessor has offset `base`), retiring the current one. All entries
     /// below `start` must be durable and `committed <= start`.
     pub(crate) fn install(&mut self, start: u64, base: LogOffset, capacity: usize, guard: &Guard) {
-        debug_assert!(self.buffer.persisted.load(Ordering::Relaxed) >= start);
+        debug_assert!(self.buffer().persisted.load(Ordering::Relaxed) >= start);
         self.replace(
             Owned::new(self.new_segment(start, base, capacity)),
             usize::MAX,
@@ -358,7 +379,7 @@ impl WriterToken {
         let Err(entry) = (unsafe { seg.push(entry) }) else {
             return;
         };
-        let guard = &self.buffer.pin();
+        let guard = &self.buffer().pin();
         // Growth takes the chunks over (no entry is copied) into a directory
         // twice the size.
         let (grown, kept) = seg.carry(0, seg.start(), seg.base(), seg.capacity() * 2, usize::MAX);
@@ -371,16 +392,16 @@ impl WriterToken {
 
     /// Makes entries `[0, committed)` visible to readers.
     pub(crate) fn commit(&mut self, committed: u64) {
-        debug_assert!(committed >= self.buffer.committed.load(Ordering::Relaxed));
+        debug_assert!(committed >= self.buffer().committed.load(Ordering::Relaxed));
         // Release: publishes the appends (slot writes and `len` stores) below
         // `committed`; pairs with the Acquire load in `Buffer::view`.
         let release = Ordering::Release;
         #[cfg(loom)]
-        let release = match self.buffer.fault {
+        let release = match self.buffer().fault {
             Fault::CommitRelaxed => Ordering::Relaxed,
             _ => release,
         };
-        self.buffer.committed.store(committed, release);
+        self.buffer().committed.store(committed, release);
     }
 
     /// Records that entries `[0, persisted)` are durable. Call only after
@@ -395,11 +416,11 @@ impl WriterToken {
         // (model 4c stops reaching `persisted = 1`, and its twin passes).
         #[cfg(not(loom))]
         debug_assert!(
-            persisted >= self.buffer.persisted.load(Ordering::Relaxed)
-                || persisted >= self.buffer.committed.load(Ordering::Relaxed)
+            persisted >= self.buffer().persisted.load(Ordering::Relaxed)
+                || persisted >= self.buffer().committed.load(Ordering::Relaxed)
         );
         // Release: pairs with the Acquire load in `Buffer::persisted`.
-        self.buffer.persisted.store(persisted, Ordering::Release);
+        self.buffer().persisted.store(persisted, Ordering::Release);
     }
 
     /// Swaps in a segment that holds the current segment's entries from
@@ -413,7 +434,7 @@ impl WriterToken {
             return;
         };
         debug_assert!(persisted >= seg.start());
-        debug_assert!(self.buffer.persisted.load(Ordering::Relaxed) >= persisted);
+        debug_assert!(self.buffer().persisted.load(Ordering::Relaxed) >= persisted);
         let durable_end = usize::try_from(persisted - seg.start()).unwrap_or(usize::MAX);
         let durable_end = durable_end.min(seg.writer_len());
         // Walk back over the durable entries while they fit the budget.
@@ -448,8 +469,8 @@ impl WriterToken {
     /// Hands the segments this thread retired to the collector now
     /// (`Epoch::hand_off`).
     pub(crate) fn hand_off_retired(&self) {
-        let guard = self.buffer.pin();
-        self.buffer.epoch.hand_off(&guard);
+        let guard = self.buffer().pin();
+        self.buffer().epoch.hand_off(&guard);
     }
 
     /// Unpublishes the segment (the shape becomes dead) and retires it.
@@ -459,7 +480,7 @@ impl WriterToken {
         // Release: a reader that sees null must also see everything stored
         // before (the watermarks); pairs with the reader's Acquire load.
         let old = self
-            .buffer
+            .buffer()
             .segment
             .swap(Shared::null(), Ordering::Release, guard);
         self.defer_free(old, usize::MAX, guard);
@@ -522,7 +543,7 @@ impl WriterToken {
     /// publish `persisted`, then trim.
     pub(crate) fn complete_flush(&mut self, durable: &Durable, sizing: Sizing) {
         self.publish_persisted(durable.entries);
-        let guard = self.buffer.pin();
+        let guard = self.buffer().pin();
         self.trim(durable.entries, durable.last, sizing, &guard);
     }
 
@@ -547,7 +568,7 @@ impl WriterToken {
         write: impl FnOnce(&Batch, (u64, LogOffset)) -> Result<Durable, E>,
         discard: impl FnOnce() -> Result<Durable, E>,
     ) -> Result<Durable, E> {
-        let committed = self.buffer.committed();
+        let committed = self.buffer().committed();
         if committed > durable.committed {
             let missing = self.take_pending(durable.entries, committed);
             // Entries `[0, durable.entries)` are on disk and the missing ones
@@ -559,16 +580,16 @@ impl WriterToken {
                 "flushing entries a dropped writer committed"
             );
             #[cfg(loom)]
-            if self.buffer.fault == Fault::InstallBeforeWrite {
+            if self.buffer().fault == Fault::InstallBeforeWrite {
                 self.publish_persisted(committed);
-                let guard = self.buffer.pin();
+                let guard = self.buffer().pin();
                 self.install(committed, last, min_capacity, &guard);
             }
             write(&missing, (committed, last))?;
         }
         let durable = discard()?;
         self.publish_persisted(durable.entries);
-        let guard = self.buffer.pin();
+        let guard = self.buffer().pin();
         self.install(
             durable.committed,
             durable.last_committed,
@@ -582,14 +603,14 @@ impl WriterToken {
     /// the entries out and writing them (loom models only).
     #[cfg(loom)]
     pub(crate) fn inject_before_write(&mut self, to: u64, pending: &Batch, sizing: Sizing) {
-        match (self.buffer.fault, pending.last()) {
+        match (self.buffer().fault, pending.last()) {
             (Fault::TrimBeforeWrite, Some(last)) => {
                 self.publish_persisted(to);
-                let guard = self.buffer.pin();
+                let guard = self.buffer().pin();
                 self.trim(to, last.offset, sizing, &guard);
             }
             (Fault::RetireBeforeWrite, _) => {
-                let guard = self.buffer.pin();
+                let guard = self.buffer().pin();
                 self.retire(&guard);
             }
             _ => {}
@@ -602,7 +623,7 @@ impl WriterToken {
     fn replace(&mut self, new: Owned<Segment>, kept: usize, guard: &Guard) {
         // Release: publishes the new segment's contents; pairs with the
         // readers' Acquire loads of the pointer.
-        let old = self.buffer.segment.swap(new, Ordering::Release, guard);
+        let old = self.buffer().segment.swap(new, Ordering::Release, guard);
         self.defer_free(old, kept, guard);
     }
 
@@ -614,7 +635,7 @@ impl WriterToken {
             return;
         };
         let bytes = seg.footprint(kept) as u64;
-        let retired = Arc::clone(&self.buffer.retired);
+        let retired = Arc::clone(&self.buffer().retired);
         retired
             .0
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -629,7 +650,7 @@ impl WriterToken {
                 .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
         };
         #[cfg(loom)]
-        if self.buffer.fault == Fault::FreeWithoutDefer {
+        if self.buffer().fault == Fault::FreeWithoutDefer {
             free();
             return;
         }
@@ -639,14 +660,14 @@ impl WriterToken {
         unsafe { guard.defer_unchecked(free) };
         // Hand it to the collector once enough has piled up on this thread:
         // an idle writer thread keeps at most about 64 KiB alive.
-        self.buffer.epoch.retired(guard, bytes as usize);
+        self.buffer().epoch.retired(guard, bytes as usize);
     }
 
     /// A fresh segment (under loom, with the buffer's injected fault).
     fn new_segment(&self, start: u64, base: LogOffset, capacity: usize) -> Segment {
         let seg = Segment::new(start, base, capacity);
         #[cfg(loom)]
-        let seg = match self.buffer.fault {
+        let seg = match self.buffer().fault {
             Fault::LenRelaxed => seg.with_len_store(Ordering::Relaxed),
             _ => seg,
         };
@@ -654,9 +675,9 @@ impl WriterToken {
     }
 }
 
-impl Drop for WriterToken {
+impl<H: HoldsBuffer> Drop for WriterToken<H> {
     fn drop(&mut self) {
-        // Release: pairs with the Acquire in `Buffer::claim`.
-        self.buffer.writer.store(false, Ordering::Release);
+        // Release: pairs with the Acquire in `WriterToken::claim`.
+        self.buffer().writer.store(false, Ordering::Release);
     }
 }

@@ -57,9 +57,9 @@ impl Shape {
         }
     }
 
-    /// Takes the writer claim ([`Buffer::claim`]).
+    /// Takes the writer claim ([`WriterToken::claim`]).
     pub fn claim(&self) -> Option<Writer> {
-        self.buffer.claim().map(|token| Writer {
+        WriterToken::claim(&self.buffer).map(|token| Writer {
             token,
             durable: Durable::default(),
             sizing: Sizing {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use tracing::error;
 
-use crate::buffer::{Buffer, RetiredBytes, WriterToken};
+use crate::buffer::{Buffer, HoldsBuffer, RetiredBytes, WriterToken};
 use crate::id;
 use crate::lazy::Lazy;
 use crate::log::catalog::Stem;
@@ -43,10 +43,18 @@ use crate::{Error, Result};
 /// beside their data, and re-reading them would not be.
 pub(crate) const CLOSE_BELOW: u64 = 64 << 10;
 
-/// An open shape: its in-memory buffer and its log.
+/// An open shape: its in-memory buffer (inline: an open shape is one
+/// allocation and its log) and its log (shared with reads and flushes that
+/// outlive the state).
 pub(crate) struct Open {
-    pub(crate) buffer: Arc<Buffer>,
+    pub(crate) buffer: Buffer,
     pub(crate) log: Arc<ShapeLog>,
+}
+
+impl HoldsBuffer for Open {
+    fn buffer(&self) -> &Buffer {
+        &self.buffer
+    }
 }
 
 /// A closed shape: what opening it takes.
@@ -240,7 +248,7 @@ impl Slot {
             let open = match closed {
                 Closed::Open => unreachable!("the lazy state is closed"),
                 Closed::New => Open {
-                    buffer: Arc::new(Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired))),
+                    buffer: Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired)),
                     log: Arc::new(ShapeLog::new(
                         Arc::clone(&env.log),
                         Arc::from(&self.id[..]),
@@ -251,20 +259,16 @@ impl Slot {
                     match log::recover(&env.log, self.stem(), files.starts()) {
                         Ok(Some((log, durable))) => Open {
                             log: Arc::new(log),
-                            buffer: Arc::new(Buffer::new(
+                            buffer: Buffer::new(
                                 durable.committed,
                                 env.epoch.clone(),
                                 Arc::clone(&env.retired),
-                            )),
+                            ),
                         },
                         Ok(None) => Open {
                             // No file held a durable header: the shape's first
                             // flush never completed; start it afresh.
-                            buffer: Arc::new(Buffer::new(
-                                0,
-                                env.epoch.clone(),
-                                Arc::clone(&env.retired),
-                            )),
+                            buffer: Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired)),
                             log: Arc::new(ShapeLog::new(
                                 Arc::clone(&env.log),
                                 Arc::from(&self.id[..]),
@@ -305,7 +309,7 @@ impl Slot {
         // (`Store::writer`).
         self.closing
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let closed = match open.buffer.claim() {
+        let closed = match WriterToken::claim(&open) {
             Some(_token) => {
                 let guard = env.epoch.pin();
                 self.is_current(&open, &guard)
@@ -322,9 +326,9 @@ impl Slot {
 
     /// Takes the writer claim of `open` (this slot's state), waiting out an
     /// idle closer that holds it for a moment; `None` if a writer holds it.
-    pub(crate) fn claim(&self, open: &Open) -> Option<WriterToken> {
+    pub(crate) fn claim(&self, open: &Arc<Open>) -> Option<WriterToken<Open>> {
         loop {
-            if let Some(token) = open.buffer.claim() {
+            if let Some(token) = WriterToken::claim(open) {
                 return Some(token);
             }
             // Acquire: pairs with the closer's Release clearing the flag
@@ -334,7 +338,7 @@ impl Slot {
                 std::thread::yield_now();
                 continue;
             }
-            return open.buffer.claim();
+            return WriterToken::claim(open);
         }
     }
 

@@ -279,7 +279,7 @@ impl Store {
             if !slot.is_current(&open, &env.epoch.pin()) {
                 continue;
             }
-            return ShapeWriter::open(Arc::clone(&self.inner), slot, open, token);
+            return ShapeWriter::open(Arc::clone(&self.inner), slot, token);
         }
     }
 

@@ -81,14 +81,15 @@ pub struct ShapeWriter {
     /// This shape in the store's flush tracker.
     tracked: TrackedShape,
     /// The last entry a dropped predecessor appended and never committed:
-    /// the rest of its transaction is skipped, never written torn.
-    torn: Option<LogOffset>,
+    /// the rest of its transaction is skipped, never written torn
+    /// ([`LogOffset::ZERO`]: none; no entry has that offset).
+    torn: LogOffset,
     inner: Arc<Inner>,
     slot: Arc<Slot>,
-    /// The slot's open state this writer writes (see `slot.rs`: it is the
-    /// published one for as long as this writer holds the claim).
-    open: Arc<Open>,
-    token: WriterToken,
+    /// The claim on the slot's open state this writer writes (see
+    /// `slot.rs`: it is the published one for as long as this writer holds
+    /// the claim).
+    token: WriterToken<Open>,
     appended: u64,
     last: LogOffset,
     committed: u64,
@@ -96,7 +97,7 @@ pub struct ShapeWriter {
     durable: Durable,
     pending_bytes: usize,
     last_flush: Instant,
-    broken: Option<&'static str>,
+    broken: Option<Broken>,
     /// The flush batch a flusher thread is writing (see `flusher.rs`).
     in_flight: Option<Arc<Done>>,
 }
@@ -118,16 +119,15 @@ impl ShapeWriter {
     pub(crate) fn open(
         inner: Arc<Inner>,
         slot: Arc<Slot>,
-        open: Arc<Open>,
-        mut token: WriterToken,
+        mut token: WriterToken<Open>,
     ) -> Result<Self> {
         let _span = info_span!("writer_open", shape = %display_id(&slot.id)).entered();
         let buffer_committed = token.buffer().committed();
-        let log = &open.log;
+        let log = &Arc::clone(&token.owner().log);
         // A predecessor whose write or sync failed left the log poisoned; cut
         // it back to what is known durable (the rest is still in memory).
         let durable = log.heal()?;
-        let torn = torn_tail(&token, buffer_committed, &durable);
+        let torn = torn_tail(&token, buffer_committed, &durable).unwrap_or(LogOffset::ZERO);
         // Entries a dropped predecessor committed but did not flush are still
         // in its segment: `take_over` writes them, discards the uncommitted
         // tail and installs a fresh segment (shared with the loom models).
@@ -150,7 +150,6 @@ impl ShapeWriter {
             torn,
             inner,
             slot,
-            open,
             token,
             appended: durable.committed,
             last: durable.last_committed,
@@ -167,9 +166,9 @@ impl ShapeWriter {
     fn check(&self) -> Result<()> {
         match self.broken {
             None => Ok(()),
-            Some(reason) => Err(Error::WriterClosed {
+            Some(b) => Err(Error::WriterClosed {
                 shape: display_id(&self.slot.id),
-                reason,
+                reason: b.reason(),
             }),
         }
     }
@@ -217,7 +216,8 @@ impl ShapeWriter {
                 max,
             });
         }
-        if let Some(torn) = self.torn {
+        if self.torn != LogOffset::ZERO {
+            let torn = self.torn;
             if offset.tx == torn.tx && offset > torn {
                 // The rest of a transaction whose beginning died with the
                 // previous writer: skip it rather than commit it torn. It is
@@ -226,7 +226,7 @@ impl ShapeWriter {
                 return Ok(());
             }
             // A later transaction, or the host replaying this one.
-            self.torn = None;
+            self.torn = LogOffset::ZERO;
         }
         self.pending_bytes += payload.len() + 25;
         self.token.append(Entry { offset, payload });
@@ -261,7 +261,11 @@ impl ShapeWriter {
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
         let pending = self.token.take_pending(self.durable.entries, self.appended);
-        let (job, done) = Job::new(Arc::clone(&self.open.log) as Arc<dyn Sink>, pending, commit);
+        let (job, done) = Job::new(
+            Arc::clone(&self.token.owner().log) as Arc<dyn Sink>,
+            pending,
+            commit,
+        );
         self.inner.flusher.submit(job);
         self.in_flight = Some(done);
         self.pending_bytes = 0;
@@ -289,8 +293,7 @@ impl ShapeWriter {
                 Ok(())
             }
             Err(e) => {
-                self.broken =
-                    Some("a write or sync of its log failed; open a new writer to recover");
+                self.broken = Some(Broken::Failed);
                 Err(e)
             }
         }
@@ -332,7 +335,7 @@ impl ShapeWriter {
         // write: after a flush, the shape survives a restart.
         let nothing_new = self.appended == self.durable.entries
             && self.committed == self.durable.committed
-            && self.open.log.has_file();
+            && self.token.owner().log.has_file();
         if nothing_new {
             self.last_flush = Instant::now();
             return Ok(self.flushed());
@@ -384,11 +387,11 @@ impl ShapeWriter {
         // An idle shape with a small log costs a few bytes instead of
         // hundreds: close it (its next use recovers it again). We hold the
         // writer claim, so no writer is using the state we close.
-        if self.open.log.is_small(CLOSE_BELOW) {
+        if self.token.owner().log.is_small(CLOSE_BELOW) {
             self.slot.close(&guard, &self.inner.env);
         }
         drop(guard);
-        self.broken = Some("terminated");
+        self.broken = Some(Broken::Terminated);
         self.tracked.remove();
         // Live tail: waiters learn that the shape was terminated.
         self.slot.waiters.close(Close::Terminated, &self.inner.wake);
@@ -407,13 +410,13 @@ impl ShapeWriter {
         // The batch in flight lands first: nothing writes the log while it
         // is being removed.
         let _ = self.settle(true);
-        let removed = self.inner.remove(&self.slot, Some(&self.open))?;
+        let removed = self.inner.remove(&self.slot, Some(self.token.owner()))?;
         if self.appended > self.durable.committed {
             self.tracked.crashed(self.durable.last_committed);
         } else {
             self.tracked.remove();
         }
-        self.broken = Some("removed");
+        self.broken = Some(Broken::Removed);
         Ok(removed)
     }
 
@@ -427,6 +430,26 @@ impl ShapeWriter {
         Flushed {
             persisted: self.durable.last,
             committed: self.durable.last_committed,
+        }
+    }
+}
+
+/// Why a writer cannot be used any more (one byte: a writer is what a live
+/// shape costs its host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Broken {
+    /// A write or sync of its log failed.
+    Failed,
+    Terminated,
+    Removed,
+}
+
+impl Broken {
+    fn reason(self) -> &'static str {
+        match self {
+            Broken::Failed => "a write or sync of its log failed; open a new writer to recover",
+            Broken::Terminated => "terminated",
+            Broken::Removed => "removed",
         }
     }
 }
@@ -454,7 +477,7 @@ impl Drop for ShapeWriter {
                 "background flush of a dropped writer failed; the next writer recovers the shape"
             );
         }
-        if !matches!(self.broken, Some("terminated" | "removed")) {
+        if !matches!(self.broken, Some(Broken::Terminated | Broken::Removed)) {
             // Anything past the last durable commit is not durable: report
             // it so the global durable offset does not wait for this shape.
             if self.appended > self.durable.committed {
@@ -467,7 +490,7 @@ impl Drop for ShapeWriter {
                 .waiters
                 .close(Close::WriterDropped, &self.inner.wake);
         }
-        if !matches!(self.broken, Some("terminated" | "removed"))
+        if !matches!(self.broken, Some(Broken::Terminated | Broken::Removed))
             && self.appended > self.durable.entries
         {
             debug!(
@@ -484,7 +507,7 @@ impl Drop for ShapeWriter {
 /// dropped writer leaves its segment published: after terminate (segment
 /// retired) or a restart (none installed yet) an uncommitted tail on disk
 /// was discarded on purpose or by the crash, and is not torn.
-fn torn_tail(token: &WriterToken, committed: u64, durable: &Durable) -> Option<LogOffset> {
+fn torn_tail(token: &WriterToken<Open>, committed: u64, durable: &Durable) -> Option<LogOffset> {
     let guard = token.buffer().pin();
     let seg = token.current(&guard)?;
     let len = seg.published_len();
