@@ -52,7 +52,7 @@ use crate::buffer::{Sizing, WriterToken};
 use crate::flush_tracker::TrackedShape;
 use crate::flusher::{Done, Job, Sink};
 use crate::id::display as display_id;
-use crate::log::Durable;
+use crate::log::{Durable, ShapeLog};
 use crate::segment::Entry;
 use crate::slot::{Open, Slot, CLOSE_BELOW};
 use crate::store::Inner;
@@ -123,6 +123,7 @@ impl ShapeWriter {
     ) -> Result<Self> {
         let _span = info_span!("writer_open", shape = %display_id(&slot.id)).entered();
         let buffer_committed = token.buffer().committed();
+        // Its own reference: `take_over` below borrows the claim mutably.
         let log = &Arc::clone(&token.owner().log);
         // A predecessor whose write or sync failed left the log poisoned; cut
         // it back to what is known durable (the rest is still in memory).
@@ -161,6 +162,11 @@ impl ShapeWriter {
             broken: None,
             in_flight: None,
         })
+    }
+
+    /// The shape's log (its open state's, which the claim holds).
+    fn log(&self) -> &Arc<ShapeLog> {
+        &self.token.owner().log
     }
 
     fn check(&self) -> Result<()> {
@@ -261,11 +267,7 @@ impl ShapeWriter {
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
         let pending = self.token.take_pending(self.durable.entries, self.appended);
-        let (job, done) = Job::new(
-            Arc::clone(&self.token.owner().log) as Arc<dyn Sink>,
-            pending,
-            commit,
-        );
+        let (job, done) = Job::new(Arc::clone(self.log()) as Arc<dyn Sink>, pending, commit);
         self.inner.flusher.submit(job);
         self.in_flight = Some(done);
         self.pending_bytes = 0;
@@ -335,7 +337,7 @@ impl ShapeWriter {
         // write: after a flush, the shape survives a restart.
         let nothing_new = self.appended == self.durable.entries
             && self.committed == self.durable.committed
-            && self.token.owner().log.has_file();
+            && self.log().has_file();
         if nothing_new {
             self.last_flush = Instant::now();
             return Ok(self.flushed());
@@ -387,7 +389,7 @@ impl ShapeWriter {
         // An idle shape with a small log costs a few bytes instead of
         // hundreds: close it (its next use recovers it again). We hold the
         // writer claim, so no writer is using the state we close.
-        if self.token.owner().log.is_small(CLOSE_BELOW) {
+        if self.log().is_small(CLOSE_BELOW) {
             self.slot.close(&guard, &self.inner.env);
         }
         drop(guard);

@@ -158,8 +158,11 @@ struct Alive {
 }
 
 impl Alive {
-    fn is(&self, stem: Stem) -> bool {
-        self.hash == stem.hash && self.n == stem.n
+    fn stem(&self) -> Stem {
+        Stem {
+            hash: self.hash,
+            n: self.n,
+        }
     }
 
     /// The table's hash of `stem`. A shard holds the hashes of one residue
@@ -327,7 +330,7 @@ impl Catalog {
     pub(crate) fn log_created(&self, stem: Stem) {
         let mut s = self.shard(stem.hash);
         let hash = Alive::mix(stem);
-        match s.alive.find_mut(hash, |a| a.is(stem)) {
+        match s.alive.find_mut(hash, |a| a.stem() == stem) {
             Some(a) => a.logs += 1,
             None => {
                 s.alive.insert_unique(
@@ -337,12 +340,7 @@ impl Catalog {
                         n: stem.n,
                         logs: 1,
                     },
-                    |a| {
-                        Alive::mix(Stem {
-                            hash: a.hash,
-                            n: a.n,
-                        })
-                    },
+                    |a| Alive::mix(a.stem()),
                 );
             }
         }
@@ -359,7 +357,7 @@ impl Catalog {
         starts: &[u64],
     ) -> Option<Vec<u64>> {
         let mut s = self.shard(stem.hash);
-        let Ok(mut a) = s.alive.find_entry(Alive::mix(stem), |a| a.is(stem)) else {
+        let Ok(mut a) = s.alive.find_entry(Alive::mix(stem), |a| a.stem() == stem) else {
             return None;
         };
         a.get_mut().logs -= 1;
@@ -382,7 +380,10 @@ impl Catalog {
     /// then deletes them: returns true. Else the caller deletes them now.
     pub(crate) fn defer_removal(&self, stem: Stem, starts: &[u64]) -> bool {
         let mut s = self.shard(stem.hash);
-        if s.alive.find(Alive::mix(stem), |a| a.is(stem)).is_none() {
+        if s.alive
+            .find(Alive::mix(stem), |a| a.stem() == stem)
+            .is_none()
+        {
             return false;
         }
         s.doom(stem, starts);
