@@ -53,6 +53,9 @@
 //!    committed (unflushed) entry; **RSS and heap per live shape** as above
 //!    (the heap figure includes the `ShapeWriter` struct, whose vector is
 //!    allocated before the baseline).
+//! 4. **flushed** child (shapebuf only), fresh directory: the same, each
+//!    writer having flushed its entry (`flush`: its file created, the
+//!    segment trimmed); RSS and heap per live flushed shape.
 //!
 //! Run: `cargo bench --bench scale` (1,000 and 100,000 shapes);
 //! `SCALE_SHAPES=1000,100000,1000000 cargo bench --bench scale` for the
@@ -477,7 +480,10 @@ fn reopen<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
     Ok(())
 }
 
-fn live<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
+/// The live child: a writer per shape holding one committed entry, left
+/// in memory or (`flushed`) flushed.
+fn live<E: Engine>(name: &str, n: usize, dir: &Path, flushed: bool) -> Res<()> {
+    let role = if flushed { "flushed" } else { "live" };
     let start = Instant::now();
     let store = E::open(dir, sync())?;
     let mut writers = Vec::with_capacity(n);
@@ -490,17 +496,20 @@ fn live<E: Engine>(name: &str, n: usize, dir: &Path) -> Res<()> {
             let mut w = store.writer(id.as_bytes())?;
             w.append(LogOffset::new(1, 0), common::payload(PAYLOAD, i as u64))?;
             w.commit()?;
+            if flushed {
+                w.flush()?;
+            }
             Ok(w)
         };
         writers.push(one().inspect_err(|_| emit("failed_at", i))?);
-        progress(&format!("{name} live"), i, n, t);
+        progress(&format!("{name} {role}"), i, n, t);
     }
     store.settle();
     // The writers' vector was allocated before the baseline: its share is
     // the writer struct itself.
-    mem.emit_growth("live", n, std::mem::size_of::<E::Writer>());
-    emit("fds_live", open_fds());
-    emit("live_child_s", start.elapsed().as_secs_f64());
+    mem.emit_growth(role, n, std::mem::size_of::<E::Writer>());
+    emit(&format!("fds_{role}"), open_fds());
+    emit(&format!("{role}_child_s"), start.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -528,7 +537,8 @@ fn child(role: &str) {
         ("build", "fjall") => build::<FjallStore>(&engine, n, &dir),
         ("reopen", "shapebuf") => reopen::<Store>(&engine, n, &dir),
         ("reopen", "fjall") => reopen::<FjallStore>(&engine, n, &dir),
-        ("live", "shapebuf") => live::<Store>(&engine, n, &dir),
+        ("live", "shapebuf") => live::<Store>(&engine, n, &dir, false),
+        ("flushed", "shapebuf") => live::<Store>(&engine, n, &dir, true),
         other => panic!("unknown child {other:?}"),
     };
     if let Err(e) = r {
@@ -614,8 +624,10 @@ fn measure(engine: &str, n: usize, base: &Path) -> Figures {
     }
     drop(dir);
     if engine == "shapebuf" {
-        let dir = tempfile::tempdir_in(base).expect("a store directory");
-        run_child("live", engine, n, dir.path(), &mut figs);
+        for role in ["live", "flushed"] {
+            let dir = tempfile::tempdir_in(base).expect("a store directory");
+            run_child(role, engine, n, dir.path(), &mut figs);
+        }
     }
     let mut j = Json::default()
         .str("engine", engine)
@@ -736,12 +748,30 @@ const ROWS: &[(&str, &str, Unit, &str)] = &[
         "live",
     ),
     (
+        "RSS per live shape, flushed (live writer, 1 entry on disk)",
+        "flushed_rss_per_shape",
+        Unit::Bytes,
+        "flushed",
+    ),
+    (
+        "heap per live shape, flushed",
+        "flushed_heap_per_shape",
+        Unit::Bytes,
+        "flushed",
+    ),
+    (
         "descriptors, all shapes written",
         "fds_after_build",
         Unit::Count,
         "build",
     ),
     ("descriptors, live writers", "fds_live", Unit::Count, "live"),
+    (
+        "descriptors, live flushed writers",
+        "fds_flushed",
+        Unit::Count,
+        "flushed",
+    ),
     (
         "hot read, last 10 entries (handle)",
         "hot_read_ns",
@@ -803,7 +833,7 @@ fn cell(figs: &Figures, engine: &str, key: &str, unit: Unit, role: &str) -> (Str
     if let Some(v) = figs.get(key).and_then(|v| v.parse::<f64>().ok()) {
         return (fmt(v, unit), Some(v));
     }
-    if role == "live" && engine == "fjall" {
+    if (role == "live" || role == "flushed") && engine == "fjall" {
         return ("n/a".into(), None);
     }
     let text = match (
@@ -888,7 +918,7 @@ fn report(results: &[(usize, Vec<Figures>)], nofile: (u64, u64)) -> String {
     let mut notes = String::new();
     for (n, figs) in results {
         for (engine, f) in ENGINES.iter().zip(figs) {
-            for role in ["build", "reopen", "live"] {
+            for role in ["build", "reopen", "live", "flushed"] {
                 if let Some(e) = f.get(&format!("{role}_error")) {
                     let at = f
                         .get(&format!("{role}_failed_at"))

@@ -39,6 +39,9 @@ pub(crate) struct LogFile {
     pub(crate) data_start: u64,
     /// The file's entry in the store's descriptor cache.
     fd: Arc<descriptors::Slot>,
+    /// Sparse index points after the file's first record, in order (the
+    /// point at the first record is [`LogFile::first_point`], not stored:
+    /// a small file's index allocates nothing).
     index: RwLock<Vec<IndexPoint>>,
 }
 
@@ -49,11 +52,16 @@ impl LogFile {
             base,
             data_start,
             fd: Arc::default(),
-            index: RwLock::new(vec![IndexPoint {
-                seq: start,
-                pos: data_start,
-                prev: base,
-            }]),
+            index: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The index point at the file's first record.
+    fn first_point(&self) -> IndexPoint {
+        IndexPoint {
+            seq: self.start,
+            pos: self.data_start,
+            prev: self.base,
         }
     }
 
@@ -87,9 +95,8 @@ impl LogFile {
             .index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        debug_assert!(idx
-            .last()
-            .is_none_or(|p| p.pos < point.pos && p.seq < point.seq));
+        let last = idx.last().copied().unwrap_or_else(|| self.first_point());
+        debug_assert!(last.pos < point.pos && last.seq < point.seq);
         idx.push(point);
     }
 
@@ -99,7 +106,7 @@ impl LogFile {
             .index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while idx.len() > 1 && idx.last().is_some_and(|p| p.pos >= pos) {
+        while idx.last().is_some_and(|p| p.pos >= pos) {
             idx.pop();
         }
     }
@@ -111,8 +118,10 @@ impl LogFile {
             .index
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let i = idx.partition_point(|p| p.prev <= after);
-        idx[i.saturating_sub(1)]
+        match idx.partition_point(|p| p.prev <= after) {
+            0 => self.first_point(),
+            i => idx[i - 1],
+        }
     }
 }
 

@@ -42,9 +42,13 @@ pub(crate) mod record;
 mod recovery;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tracing::{debug, info_span, warn};
 
 use crate::fs::Fs;
@@ -186,14 +190,13 @@ struct WriteState {
     dir: Option<Ticket>,
 }
 
+/// A log's files and write state: allocated by its first append (the
+/// first flush of a new shape) or by its removal, so a live shape that has
+/// not flushed yet costs only the few words of [`ShapeLog`].
 #[derive(Debug)]
-pub(crate) struct ShapeLog {
-    ctx: Arc<LogCtx>,
-    /// The shape's id, shared with its flush-tracker entry.
-    id: Arc<[u8]>,
-    stem: Stem,
-    /// Empty until the first flush of a new shape creates its first file.
-    files: RwLock<Vec<Arc<LogFile>>>,
+struct Disk {
+    /// Oldest first. One inline: most shapes have one file.
+    files: RwLock<SmallVec<[Arc<LogFile>; 1]>>,
     write: Mutex<WriteState>,
     /// Collected files (unlisted, oldest first) waiting for the reads that
     /// resolved them to end before they are deleted ([`ShapeLog::reap`]).
@@ -201,13 +204,73 @@ pub(crate) struct ShapeLog {
     /// The shape was removed: the last owner of the log deletes its files
     /// (Relaxed: that owner's drop is ordered after the store by the
     /// reference count's release and acquire).
-    removed: std::sync::atomic::AtomicBool,
+    removed: AtomicBool,
 }
+
+impl Disk {
+    /// The disk state of a log whose last file (if any) ends at `end`, with
+    /// `durable` on disk and batch number `next_seq` next.
+    fn new(files: SmallVec<[Arc<LogFile>; 1]>, durable: Durable, end: u64, next_seq: u64) -> Self {
+        Disk {
+            files: RwLock::new(files),
+            write: Mutex::new(WriteState {
+                durable,
+                end,
+                commit_end: end,
+                next_seq,
+                commit_seq: next_seq.saturating_sub(1),
+                since_index: 0,
+                poisoned: false,
+                dir: None,
+            }),
+            doomed: Mutex::default(),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, WriteState> {
+        self.write.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn files(&self) -> RwLockReadGuard<'_, SmallVec<[Arc<LogFile>; 1]>> {
+        self.files.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn files_mut(&self) -> RwLockWriteGuard<'_, SmallVec<[Arc<LogFile>; 1]>> {
+        self.files.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn doomed(&self) -> MutexGuard<'_, Vec<Arc<LogFile>>> {
+        self.doomed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ShapeLog {
+    ctx: Arc<LogCtx>,
+    /// The shape's id, shared with its flush-tracker entry.
+    id: Arc<[u8]>,
+    stem: Stem,
+    /// None until the first append or the removal (see [`Disk`]); a log
+    /// without one has no file and nothing durable.
+    disk: OnceLock<Box<Disk>>,
+}
+
+// A live shape holds one: 56 bytes, an `Arc`'s 72, an 80-byte heap chunk
+// (the files and write state took 232 bytes before the first flush).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<ShapeLog>() <= 56);
 
 impl ShapeLog {
     /// The log of a new shape: no file until its first flush.
     pub(crate) fn new(ctx: Arc<LogCtx>, id: Arc<[u8]>, stem: Stem) -> ShapeLog {
-        ShapeLog::from_parts(ctx, id, stem, Vec::new(), Durable::default(), 0, 1)
+        ctx.catalog.log_created(stem);
+        ShapeLog {
+            ctx,
+            id,
+            stem,
+            disk: OnceLock::new(),
+        }
     }
 
     /// The shape's id (shared with its flush-tracker entry).
@@ -226,53 +289,37 @@ impl ShapeLog {
         end: u64,
         next_seq: u64,
     ) -> ShapeLog {
-        ctx.catalog.log_created(stem);
-        ShapeLog {
-            ctx,
-            id,
-            stem,
-            files: RwLock::new(files),
-            doomed: Mutex::default(),
-            removed: std::sync::atomic::AtomicBool::new(false),
-            write: Mutex::new(WriteState {
-                durable,
-                end,
-                commit_end: end,
-                next_seq,
-                commit_seq: next_seq.saturating_sub(1),
-                since_index: 0,
-                poisoned: false,
-                dir: None,
-            }),
-        }
+        let log = ShapeLog::new(ctx, id, stem);
+        let files = files.into_iter().collect();
+        let _ = log
+            .disk
+            .set(Box::new(Disk::new(files, durable, end, next_seq)));
+        log
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
-        self.write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The disk state, allocated now if the log had none (writer paths).
+    fn disk(&self) -> &Disk {
+        self.disk
+            .get_or_init(|| Box::new(Disk::new(SmallVec::new(), Durable::default(), 0, 1)))
     }
 
-    fn files(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<LogFile>>> {
-        self.files
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn files_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<LogFile>>> {
-        self.files
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The disk state, if the log has one (a log without has no file).
+    fn on_disk(&self) -> Option<&Disk> {
+        self.disk.get().map(|d| &**d)
     }
 
     /// What is durable now.
     pub(crate) fn durable(&self) -> Durable {
-        self.state().durable
+        self.on_disk()
+            .map_or_else(Durable::default, |d| d.state().durable)
     }
 
     /// The starts of the log's files (for a closed shape to reopen from).
     pub(crate) fn files_now(&self) -> Files {
-        let starts: Vec<u64> = self.files().iter().map(|f| f.start).collect();
+        let starts: Vec<u64> = self
+            .on_disk()
+            .map(|d| d.files().iter().map(|f| f.start).collect())
+            .unwrap_or_default();
         Files::from_starts(&starts)
     }
 
@@ -284,17 +331,19 @@ impl ShapeLog {
         if self.has_file() {
             write_tombstone(&self.ctx, self.stem)?;
         }
+        // Removing is rare: a log without disk state gets one to say so.
+        let disk = self.disk();
         // Nothing is appended to a removed log.
-        self.state().poisoned = true;
-        self.removed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        disk.state().poisoned = true;
+        disk.removed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     /// Closes the log's cached descriptors (they close once their leases
     /// end): the shape was closed and holds none while idle.
     pub(crate) fn forget_descriptors(&self) {
-        for f in self.files().iter() {
+        let Some(disk) = self.on_disk() else { return };
+        for f in disk.files().iter() {
             f.forget();
         }
     }
@@ -302,14 +351,17 @@ impl ShapeLog {
     /// Whether the log has a file yet (a new shape's has none until its
     /// first flush).
     pub(crate) fn has_file(&self) -> bool {
-        !self.files().is_empty()
+        self.on_disk().is_some_and(|d| !d.files().is_empty())
     }
 
     /// Whether the log is one file of at most `bytes` (cheap to recover
     /// again: a closed shape costs a few bytes, an open one hundreds).
     pub(crate) fn is_small(&self, bytes: u64) -> bool {
-        let w = self.state();
-        self.files().len() <= 1 && w.end <= bytes && !w.poisoned && w.dir.is_none()
+        let Some(disk) = self.on_disk() else {
+            return true;
+        };
+        let w = disk.state();
+        disk.files().len() <= 1 && w.end <= bytes && !w.poisoned && w.dir.is_none()
     }
 
     fn lease(&self, file: &LogFile) -> Result<Lease> {
@@ -367,7 +419,8 @@ impl ShapeLog {
         entries: impl ExactSizeIterator<Item = &'a Entry> + Clone,
         commit: Option<(u64, LogOffset)>,
     ) -> Result<Appended> {
-        let mut w = self.state();
+        let disk = self.disk();
+        let mut w = disk.state();
         if w.poisoned {
             return Err(Error::WriterClosed {
                 shape: id::display(&self.id),
@@ -383,7 +436,7 @@ impl ShapeLog {
         // A new shape's first file, or a roll to a new file (only when
         // nothing on disk is uncommitted, so the uncommitted tail stays in
         // the last file).
-        let last = self.files().last().cloned();
+        let last = disk.files().last().cloned();
         let roll = last.is_none()
             || (!empty
                 && w.end >= self.ctx.cfg.file_bytes
@@ -479,7 +532,7 @@ impl ShapeLog {
             w.dir = Some(self.ctx.dir_sync.created());
             w.commit_end = file.data_start;
             w.commit_seq = 0;
-            self.files_mut().push(Arc::clone(&file));
+            disk.files_mut().push(Arc::clone(&file));
         }
         for p in points {
             file.push_index(p);
@@ -530,7 +583,8 @@ impl ShapeLog {
     /// what is durable then. A failed directory sync poisons the log.
     pub(crate) fn dir_durable(&self, ticket: Ticket) -> Result<Durable> {
         let res = self.ctx.dir_sync.wait(self.ctx.fs(), ticket);
-        let mut w = self.state();
+        let disk = self.disk();
+        let mut w = disk.state();
         match res {
             Ok(()) => {
                 if w.dir == Some(ticket) {
@@ -554,12 +608,15 @@ impl ShapeLog {
     /// (durable) batch, and the next batch keeps the next sequence number.
     /// No-op when the log is healthy.
     pub(crate) fn heal(&self) -> Result<Durable> {
-        let mut w = self.state();
+        let Some(disk) = self.on_disk() else {
+            return Ok(Durable::default());
+        };
+        let mut w = disk.state();
         if !w.poisoned {
             return Ok(w.durable);
         }
         let _span = info_span!("heal", shape = %id::display(&self.id)).entered();
-        let Some(file) = self.files().last().cloned() else {
+        let Some(file) = disk.files().last().cloned() else {
             // The first file's creation failed: nothing is on disk.
             w.poisoned = false;
             return Ok(w.durable);
@@ -586,11 +643,14 @@ impl ShapeLog {
     /// Truncates the uncommitted tail (entries after the last commit record)
     /// so a new writer continues after the last committed entry.
     pub(crate) fn discard_uncommitted(&self) -> Result<Durable> {
-        let mut w = self.state();
+        let Some(disk) = self.on_disk() else {
+            return Ok(Durable::default());
+        };
+        let mut w = disk.state();
         if w.durable.entries == w.durable.committed || w.poisoned {
             return Ok(w.durable);
         }
-        let file = Arc::clone(self.files().last().expect("a log with entries has a file"));
+        let file = Arc::clone(disk.files().last().expect("a log with entries has a file"));
         let _span = info_span!("discard_uncommitted", shape = %id::display(&self.id)).entered();
         let path = self.ctx.path(self.stem, file.start);
         let res = self.lease(&file).and_then(|fd| {
@@ -634,12 +694,15 @@ impl ShapeLog {
     ///   listed again after the restart (collection undone, never beyond
     ///   what the host allowed).
     pub(crate) fn collect_before(&self, upto: LogOffset) -> Result<usize> {
+        let Some(disk) = self.on_disk() else {
+            return Ok(0);
+        };
         let n = {
             // Serialise with the writer's rolls (which push files).
-            let _w = self.state();
-            let mut files = self.files_mut();
+            let _w = disk.state();
+            let mut files = disk.files_mut();
             let n = files.windows(2).take_while(|w| w[1].base <= upto).count();
-            let mut doomed = self.doomed();
+            let mut doomed = disk.doomed();
             doomed.extend(files.drain(..n));
             n
         };
@@ -650,17 +713,14 @@ impl ShapeLog {
         Ok(n)
     }
 
-    fn doomed(&self) -> std::sync::MutexGuard<'_, Vec<Arc<LogFile>>> {
-        self.doomed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Deletes collected files that no read holds any more, oldest first,
     /// stopping at the first one still held (see
     /// [`ShapeLog::collect_before`]).
     pub(crate) fn reap(&self) -> Result<()> {
-        let mut doomed = self.doomed();
+        let Some(disk) = self.on_disk() else {
+            return Ok(());
+        };
+        let mut doomed = disk.doomed();
         while let Some(f) = doomed.first() {
             if Arc::strong_count(f) > 1 {
                 break;
@@ -690,7 +750,7 @@ impl ShapeLog {
         out: &mut Vec<Entry>,
     ) -> Result<()> {
         let res = self.read_files(after, upto, limit, out);
-        if !self.doomed().is_empty() {
+        if self.on_disk().is_some_and(|d| !d.doomed().is_empty()) {
             if let Err(e) = self.reap() {
                 warn!(error = %e, "deleting collected log files failed; the next collection retries");
             }
@@ -708,8 +768,12 @@ impl ShapeLog {
         if limit == 0 || upto <= after {
             return Ok(());
         }
+        let Some(disk) = self.on_disk() else {
+            // No file: nothing is durable, and `limit` is 0.
+            return Ok(());
+        };
         let files: Vec<Arc<LogFile>> = {
-            let files = self.files();
+            let files = disk.files();
             let earliest = files.first().map_or(LogOffset::ZERO, |f| f.base);
             if after < earliest {
                 return Err(Error::OffsetCollected { after, earliest });
@@ -816,7 +880,9 @@ pub(crate) fn finish_removals(ctx: &LogCtx, tombstones: &[Stem]) -> Result<()> {
 
 impl Drop for ShapeLog {
     fn drop(&mut self) {
-        let removed = self.removed.load(std::sync::atomic::Ordering::Relaxed);
+        let removed = self
+            .on_disk()
+            .is_some_and(|d| d.removed.load(Ordering::Relaxed));
         if !removed {
             // Nobody reads this log any more: delete what collection left.
             if let Err(e) = self.reap() {
@@ -825,9 +891,11 @@ impl Drop for ShapeLog {
         }
         // Close the cached descriptors.
         let mut starts: Vec<u64> = Vec::new();
-        for f in self.doomed().drain(..).chain(self.files_mut().drain(..)) {
-            f.forget();
-            starts.push(f.start);
+        if let Some(disk) = self.on_disk() {
+            for f in disk.doomed().drain(..).chain(disk.files_mut().drain(..)) {
+                f.forget();
+                starts.push(f.start);
+            }
         }
         starts.sort_unstable();
         starts.dedup();
@@ -850,5 +918,72 @@ impl Drop for ShapeLog {
                 warn!(shape = %id::display(&self.id), error = %e, "deleting a removed shape's files failed; the next open completes it")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::RealFs;
+
+    fn ctx(dir: &std::path::Path) -> Arc<LogCtx> {
+        let cfg = LogConfig {
+            file_bytes: 1 << 20,
+            index_interval: 64,
+        };
+        Arc::new(LogCtx::new(dir.to_path_buf(), cfg, Arc::new(RealFs), 8))
+    }
+
+    #[test]
+    fn a_new_log_has_no_disk_state_until_its_first_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = ctx(dir.path());
+        let stem = ctx.catalog.allocate(catalog::fnv1a(b"s"));
+        let log = ShapeLog::new(Arc::clone(&ctx), Arc::from(&b"s"[..]), stem);
+        // Every reader-side and recovery-side question is answered
+        // without allocating the disk state.
+        assert_eq!(log.durable().entries, 0);
+        assert_eq!(log.heal().expect("heal").entries, 0);
+        assert_eq!(log.discard_uncommitted().expect("discard").entries, 0);
+        assert!(!log.has_file() && log.is_small(0));
+        assert_eq!(log.files_now(), Files::from_starts(&[]));
+        assert_eq!(
+            log.collect_before(LogOffset::new(9, 0)).expect("collect"),
+            0
+        );
+        let mut out = Vec::new();
+        log.read(LogOffset::ZERO, LogOffset::new(9, 0), 0, &mut out)
+            .expect("read");
+        log.forget_descriptors();
+        assert!(
+            log.on_disk().is_none(),
+            "a question allocated the disk state"
+        );
+
+        let e = Entry::new(LogOffset::new(1, 0), "x");
+        let appended = log
+            .append(std::iter::once(&e), Some((1, e.offset)))
+            .expect("append");
+        let ticket = appended.dir.expect("a new file waits for its directory");
+        assert_eq!(log.dir_durable(ticket).expect("dir").committed, 1);
+        assert!(log.on_disk().is_some() && log.has_file());
+        log.read(LogOffset::ZERO, LogOffset::new(9, 0), 1, &mut out)
+            .expect("read");
+        assert_eq!(out, vec![e]);
+    }
+
+    #[test]
+    fn a_removed_log_without_files_says_so_to_the_catalog() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = ctx(dir.path());
+        let hash = catalog::fnv1a(b"s");
+        let stem = ctx.catalog.allocate(hash);
+        let log = ShapeLog::new(Arc::clone(&ctx), Arc::from(&b"s"[..]), stem);
+        log.remove().expect("remove");
+        let e = Entry::new(LogOffset::new(1, 0), "x");
+        assert!(log.append(std::iter::once(&e), None).is_err());
+        drop(log);
+        // The stem was released with its last log: allocated again.
+        assert_eq!(ctx.catalog.allocate(hash), stem);
     }
 }
