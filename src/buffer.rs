@@ -164,14 +164,36 @@ pub(crate) struct Sizing {
     pub(crate) retain_bytes: usize,
 }
 
+/// What every buffer of a store shares to free its retired segments: the
+/// store's epoch domain and its count of retired bytes. One pointer in each
+/// buffer, not two: a live shape's state is one heap block smaller.
+///
+/// The count has its own `Arc`: a deferred free holds it, and must not
+/// hold the epoch domain, whose collector holds the deferred free (a cycle
+/// that would leak the collector and its garbage with the store).
+#[derive(Debug)]
+pub(crate) struct Reclaim {
+    pub(crate) epoch: Epoch,
+    pub(crate) retired: Arc<RetiredBytes>,
+}
+
+impl Reclaim {
+    /// Reclamation in `epoch`, nothing retired yet.
+    pub(crate) fn new(epoch: Epoch) -> Arc<Self> {
+        Arc::new(Reclaim {
+            epoch,
+            retired: Arc::default(),
+        })
+    }
+}
+
 /// The per-shape in-memory buffer. See the module docs.
 pub(crate) struct Buffer {
     segment: Atomic<Segment>,
     committed: AtomicU64,
     persisted: AtomicU64,
     writer: AtomicBool,
-    epoch: Epoch,
-    retired: Arc<RetiredBytes>,
+    reclaim: Arc<Reclaim>,
     #[cfg(loom)]
     fault: Fault,
 }
@@ -188,14 +210,13 @@ pub(crate) struct View<'g> {
 impl Buffer {
     /// A buffer with no live segment whose first `committed` entries are
     /// committed and durable (a shape recovered from disk, or a new one).
-    pub(crate) fn new(committed: u64, epoch: Epoch, retired: Arc<RetiredBytes>) -> Self {
+    pub(crate) fn new(committed: u64, reclaim: Arc<Reclaim>) -> Self {
         Buffer {
             segment: Atomic::null(),
             committed: AtomicU64::new(committed),
             persisted: AtomicU64::new(committed),
             writer: AtomicBool::new(false),
-            epoch,
-            retired,
+            reclaim,
             #[cfg(loom)]
             fault: Fault::None,
         }
@@ -209,7 +230,7 @@ impl Buffer {
     }
 
     pub(crate) fn pin(&self) -> Guard {
-        self.epoch.pin()
+        self.reclaim.epoch.pin()
     }
 
     /// Loads the committed watermark, then the segment (in that order; see
@@ -470,7 +491,7 @@ impl<H: HoldsBuffer> WriterToken<H> {
     /// (`Epoch::hand_off`).
     pub(crate) fn hand_off_retired(&self) {
         let guard = self.buffer().pin();
-        self.buffer().epoch.hand_off(&guard);
+        self.buffer().reclaim.epoch.hand_off(&guard);
     }
 
     /// Unpublishes the segment (the shape becomes dead) and retires it.
@@ -635,7 +656,7 @@ impl<H: HoldsBuffer> WriterToken<H> {
             return;
         };
         let bytes = seg.footprint(kept) as u64;
-        let retired = Arc::clone(&self.buffer().retired);
+        let retired = Arc::clone(&self.buffer().reclaim.retired);
         retired
             .0
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -660,7 +681,7 @@ impl<H: HoldsBuffer> WriterToken<H> {
         unsafe { guard.defer_unchecked(free) };
         // Hand it to the collector once enough has piled up on this thread:
         // an idle writer thread keeps at most about 64 KiB alive.
-        self.buffer().epoch.retired(guard, bytes as usize);
+        self.buffer().reclaim.epoch.retired(guard, bytes as usize);
     }
 
     /// A fresh segment (under loom, with the buffer's injected fault).

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use crate::buffer::{Buffer, RetiredBytes, Sizing, WriterToken};
+use crate::buffer::{Buffer, Reclaim, Sizing, WriterToken};
 use crate::flusher::{Done, Job, Sink};
 use crate::lazy::Lazy;
 use crate::log::dir_sync::Ticket;
@@ -37,7 +37,7 @@ pub use crate::registry::Fault as RegistryFault;
 /// One shape's in-memory buffer, with its own epoch domain.
 pub struct Shape {
     buffer: Arc<Buffer>,
-    retired: Arc<RetiredBytes>,
+    reclaim: Arc<Reclaim>,
 }
 
 impl Shape {
@@ -49,11 +49,11 @@ impl Shape {
     /// A shape recovered from a log whose first `committed` entries are
     /// committed (`Buffer::new`, as `Slot::open` builds it), no segment.
     pub fn recovered(fault: Fault, committed: u64) -> Shape {
-        let retired = Arc::new(RetiredBytes::default());
-        let buffer = Buffer::new(committed, Epoch::new(), Arc::clone(&retired)).with_fault(fault);
+        let reclaim = Reclaim::new(Epoch::new());
+        let buffer = Buffer::new(committed, Arc::clone(&reclaim)).with_fault(fault);
         Shape {
             buffer: Arc::new(buffer),
-            retired,
+            reclaim,
         }
     }
 
@@ -91,7 +91,7 @@ impl Shape {
 
     /// Bytes of retired segments not yet freed.
     pub fn retired_bytes(&self) -> u64 {
-        self.retired.get()
+        self.reclaim.retired.get()
     }
 
     /// Pins and flushes the epoch `rounds` times, as `Store::collect` does:

@@ -28,12 +28,12 @@ use std::sync::Arc;
 
 use tracing::error;
 
-use crate::buffer::{Buffer, HoldsBuffer, RetiredBytes, WriterToken};
+use crate::buffer::{Buffer, HoldsBuffer, Reclaim, WriterToken};
 use crate::id;
 use crate::lazy::Lazy;
 use crate::log::catalog::Stem;
 use crate::log::{self, Files, LogCtx, ShapeLog};
-use crate::sync::{Epoch, Guard};
+use crate::sync::Guard;
 use crate::wait::Waiters;
 use crate::{Error, Result};
 
@@ -125,8 +125,9 @@ impl Idle {
 /// What opening a slot needs from the store.
 pub(crate) struct Env {
     pub(crate) log: Arc<LogCtx>,
-    pub(crate) epoch: Epoch,
-    pub(crate) retired: Arc<RetiredBytes>,
+    /// The store's epoch domain and retired-bytes count, shared with
+    /// every buffer.
+    pub(crate) reclaim: Arc<Reclaim>,
     /// Closed states whose drop the epoch collector has not run yet (see
     /// [`Env::drain`]).
     pub(crate) deferred: Arc<std::sync::atomic::AtomicUsize>,
@@ -144,7 +145,7 @@ impl Env {
             if self.deferred.load(std::sync::atomic::Ordering::Relaxed) == 0 {
                 return;
             }
-            self.epoch.pin().flush();
+            self.reclaim.epoch.pin().flush();
         }
         tracing::warn!("a pinned thread kept closed shapes' state from being freed at store drop");
     }
@@ -248,7 +249,7 @@ impl Slot {
             let open = match closed {
                 Closed::Open => unreachable!("the lazy state is closed"),
                 Closed::New => Open {
-                    buffer: Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired)),
+                    buffer: Buffer::new(0, Arc::clone(&env.reclaim)),
                     log: Arc::new(ShapeLog::new(
                         Arc::clone(&env.log),
                         Arc::from(&self.id[..]),
@@ -259,16 +260,12 @@ impl Slot {
                     match log::recover(&env.log, self.stem(), files.starts()) {
                         Ok(Some((log, durable))) => Open {
                             log: Arc::new(log),
-                            buffer: Buffer::new(
-                                durable.committed,
-                                env.epoch.clone(),
-                                Arc::clone(&env.retired),
-                            ),
+                            buffer: Buffer::new(durable.committed, Arc::clone(&env.reclaim)),
                         },
                         Ok(None) => Open {
                             // No file held a durable header: the shape's first
                             // flush never completed; start it afresh.
-                            buffer: Buffer::new(0, env.epoch.clone(), Arc::clone(&env.retired)),
+                            buffer: Buffer::new(0, Arc::clone(&env.reclaim)),
                             log: Arc::new(ShapeLog::new(
                                 Arc::clone(&env.log),
                                 Arc::from(&self.id[..]),
@@ -301,7 +298,7 @@ impl Slot {
     /// writer, no published segment (a dropped writer's stays readable),
     /// and a small log. Returns whether it closed it. (See [`Idle`].)
     pub(crate) fn close_idle(&self, env: &Env) -> bool {
-        let Some(open) = self.get_arc(&env.epoch.pin()) else {
+        let Some(open) = self.get_arc(&env.reclaim.epoch.pin()) else {
             return false;
         };
         // Closing needs the writer claim (module invariants); a writer
@@ -311,7 +308,7 @@ impl Slot {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let closed = match WriterToken::claim(&open) {
             Some(_token) => {
-                let guard = env.epoch.pin();
+                let guard = env.reclaim.epoch.pin();
                 self.is_current(&open, &guard)
                     && !open.buffer.is_live()
                     && open.log.is_small(CLOSE_BELOW)

@@ -33,6 +33,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::info;
 
+use crate::buffer::Reclaim;
 use crate::flush_tracker::FlushTracker;
 use crate::fs::{Fs, RealFs};
 use crate::id;
@@ -74,10 +75,14 @@ pub struct Config {
     /// flush (default 1 s).
     pub flush_interval: Duration,
     /// Entries a fresh in-memory segment has room for before it grows
-    /// (default 64). Memory comes in chunks that double from 1 entry slot
+    /// (default 7). Memory comes in chunks that double from 1 entry slot
     /// (48 B, allocated at the first append) up to 64 slots (3 KiB), so
     /// this rounds up to whole chunks; a segment grows by adding chunks
-    /// (its directory of chunks doubles, no entry is copied).
+    /// (its directory of chunks doubles, no entry is copied). The default
+    /// is the chunks of 1, 2 and 4 slots, whose directory (3 pointers) is
+    /// the smallest heap block: a shape holding a few entries pays for no
+    /// more, and a busy one grows its segment a few times per flush (a
+    /// trim sizes the next segment to what it keeps).
     pub segment_capacity: usize,
     /// After a flush, keep the newest durable entries in memory while their
     /// payloads plus about 48 bytes of slot each add up to at most this many
@@ -118,7 +123,7 @@ impl Default for Config {
             flush_bytes: 64 << 10,
             max_pending_bytes: 1 << 20,
             flush_interval: Duration::from_secs(1),
-            segment_capacity: 64,
+            segment_capacity: 7,
             retain_bytes: 16 << 10,
             index_interval: 10 << 20,
             file_bytes: 64 << 20,
@@ -240,8 +245,7 @@ impl Store {
             flusher: crate::flusher::Flusher::new(flush_threads, epoch.clone()),
             env: Env {
                 log: ctx,
-                epoch,
-                retired: Arc::default(),
+                reclaim: Reclaim::new(epoch),
                 deferred: Arc::default(),
             },
             tracker: FlushTracker::new(),
@@ -265,7 +269,7 @@ impl Store {
         let env = &self.inner.env;
         loop {
             slot.open(env)?;
-            let guard = env.epoch.pin();
+            let guard = env.reclaim.epoch.pin();
             let Some(open) = slot.get_arc(&guard) else {
                 continue;
             };
@@ -276,7 +280,7 @@ impl Store {
             // Still the published state? A terminate (or an idle closer)
             // that closed it held the claim until after it did, so after
             // our claim this tells.
-            if !slot.is_current(&open, &env.epoch.pin()) {
+            if !slot.is_current(&open, &env.reclaim.epoch.pin()) {
                 continue;
             }
             return ShapeWriter::open(Arc::clone(&self.inner), slot, token);
@@ -307,7 +311,7 @@ impl Store {
             self.inner.slot(id, false)?;
             return Ok(ReadOutcome::default());
         }
-        let guard = self.inner.env.epoch.pin();
+        let guard = self.inner.env.reclaim.epoch.pin();
         let pinned = self
             .inner
             .registry
@@ -399,7 +403,7 @@ impl Store {
             self.inner.resolve(stem, &files, None)?;
         }
         let mut v = Vec::new();
-        let guard = self.inner.env.epoch.pin();
+        let guard = self.inner.env.reclaim.epoch.pin();
         self.inner
             .registry
             .for_each(&guard, |s| v.push(Bytes::copy_from_slice(&s.id)));
@@ -414,7 +418,7 @@ impl Store {
     /// [`Store::verify_all`] uses every shape first.
     pub fn corrupt_shapes(&self) -> Vec<(Bytes, Error)> {
         let mut v = Vec::new();
-        let guard = self.inner.env.epoch.pin();
+        let guard = self.inner.env.reclaim.epoch.pin();
         self.inner.registry.for_each(&guard, |s| {
             if let Some(e) = s.quarantined() {
                 v.push((Bytes::copy_from_slice(&s.id), e));
@@ -454,7 +458,7 @@ impl Store {
             }
         }
         let mut slots = Vec::new();
-        let guard = env.epoch.pin();
+        let guard = env.reclaim.epoch.pin();
         self.inner
             .registry
             .for_each(&guard, |s| slots.push(share(s)));
@@ -527,7 +531,7 @@ impl Store {
     /// [`ShapeWriter::tick`]), and for a collection (each thread runs one
     /// every 128 pins; [`Store::collect`] runs one now).
     pub fn retired_bytes(&self) -> u64 {
-        self.inner.env.retired.get()
+        self.inner.env.reclaim.retired.get()
     }
 
     /// Runs pending epoch reclamation on this thread (it also runs on its
@@ -535,7 +539,7 @@ impl Store {
     /// retired (writers hand them over per 64 KiB, and on
     /// [`ShapeWriter::tick`]).
     pub fn collect(&self) {
-        let epoch = &self.inner.env.epoch;
+        let epoch = &self.inner.env.reclaim.epoch;
         let guard = epoch.pin();
         epoch.hand_off(&guard);
         guard.flush();
@@ -639,7 +643,9 @@ impl Inner {
         let env = &self.env;
         let _span = tracing::info_span!("remove", shape = %id::display(&slot.id)).entered();
         loop {
-            let open = claimed.cloned().or_else(|| slot.get_arc(&env.epoch.pin()));
+            let open = claimed
+                .cloned()
+                .or_else(|| slot.get_arc(&env.reclaim.epoch.pin()));
             let Some(open) = open else {
                 // Closed: remove it under its gate, so that nobody opens it
                 // meanwhile; the tombstone first, so that a crash leaves the
@@ -672,7 +678,7 @@ impl Inner {
                     let token = slot
                         .claim(&open)
                         .ok_or_else(|| Error::WriterActive(id::display(&slot.id)))?;
-                    if !slot.is_current(&open, &env.epoch.pin()) {
+                    if !slot.is_current(&open, &env.reclaim.epoch.pin()) {
                         continue;
                     }
                     Some(token)
@@ -680,14 +686,14 @@ impl Inner {
             };
             let had_files = open.log.has_file();
             open.log.remove()?;
-            let removed = slot.remove_open(&open, &env.epoch.pin(), env);
+            let removed = slot.remove_open(&open, &env.reclaim.epoch.pin(), env);
             debug_assert!(removed, "the claimed state is the published one");
             self.unpublish(slot);
             drop(open);
             // The state's own reference goes with the epoch: once readers
             // that loaded it are done, the log's last owner deletes the
             // files (here, usually, or at the end of a read in flight).
-            env.epoch.pin().flush();
+            env.reclaim.epoch.pin().flush();
             tracing::debug!("removed");
             return Ok(Removed { had_files });
         }
@@ -695,7 +701,7 @@ impl Inner {
 
     /// Takes a removed slot out of the registry and ends its waits.
     fn unpublish(&self, slot: &Slot) {
-        self.registry.remove(slot, &self.env.epoch.pin());
+        self.registry.remove(slot, &self.env.reclaim.epoch.pin());
         slot.waiters.close(crate::wait::Close::Removed, &self.wake);
     }
 
@@ -703,7 +709,7 @@ impl Inner {
     /// first time: reading the header of each listed stem with the id's
     /// hash), or, with `create`, a new one (no I/O).
     pub(crate) fn slot(&self, id: &[u8], create: bool) -> Result<Arc<Slot>> {
-        let epoch = &self.env.epoch;
+        let epoch = &self.env.reclaim.epoch;
         if let Some(s) = self.registry.find(id, &epoch.pin()) {
             return Ok(share(s));
         }
@@ -784,7 +790,7 @@ impl Inner {
         };
         match header {
             HeaderRead::Ok(h, _, _) => {
-                let guard = self.env.epoch.pin();
+                let guard = self.env.reclaim.epoch.pin();
                 let mut slot = None;
                 ctx.catalog.resolve_with(stem, || {
                     slot = Some(self.registry.get_or_insert_with(&h.id, &guard, || {
@@ -850,7 +856,7 @@ impl Inner {
         upto: LogOffset,
     ) -> Result<ReadOutcome> {
         loop {
-            let guard = self.env.epoch.pin();
+            let guard = self.env.reclaim.epoch.pin();
             let pinned = slot
                 .get(&guard)
                 .map(|open| Pinned::read(open, after, upto, &guard));
@@ -871,7 +877,7 @@ impl Inner {
         mut f: impl FnMut(&Entry),
     ) -> Result<VisitOutcome> {
         loop {
-            let guard = self.env.epoch.pin();
+            let guard = self.env.reclaim.epoch.pin();
             if let Some(open) = slot.get(&guard) {
                 return match reader::visit_memory(&open.buffer, after, upto, &guard, &mut f) {
                     Visit::Done(out) => Ok(out),
@@ -905,7 +911,7 @@ impl Inner {
     ) -> Result<R> {
         let mut f = Some(f);
         loop {
-            let guard = self.env.epoch.pin();
+            let guard = self.env.reclaim.epoch.pin();
             if let Some(open) = slot.get(&guard) {
                 let f = f.take().expect("called once");
                 return Ok(f(open, &guard));
@@ -1159,7 +1165,7 @@ impl ShapeHandle {
 
     /// Whether a writer's buffer is published (the shape is not dead).
     pub fn is_live(&self) -> bool {
-        let guard = self.inner.env.epoch.pin();
+        let guard = self.inner.env.reclaim.epoch.pin();
         self.slot
             .get(&guard)
             .is_some_and(|open| open.buffer.is_live())
