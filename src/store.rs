@@ -28,7 +28,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::info;
@@ -59,12 +59,12 @@ use crate::{Error, LogOffset, Result};
 #[derive(Clone, Debug)]
 pub struct Config {
     /// A writer hands a flush batch to the store's flusher threads when this
-    /// many bytes are pending (default 64 KiB); see
+    /// many bytes are pending (default 64 KiB; at most 4 GiB); see
     /// [`Config::flush_threads`].
     pub flush_bytes: usize,
     /// Back-pressure: while a writer's flush batch is being written,
     /// `append` goes on until this many more bytes are pending, then waits
-    /// for the batch (default 1 MiB, at least `flush_bytes`). The next
+    /// for the batch (default 1 MiB, at least `flush_bytes`, at most 4 GiB). The next
     /// batch takes everything pending, so a writer that outruns its disk
     /// gets fewer, bigger syncs (group commit) and waits once per batch,
     /// not once per `flush_bytes`; this bounds its unflushed memory to
@@ -152,6 +152,16 @@ pub(crate) struct Inner {
     pub(crate) flusher: crate::flusher::Flusher,
     /// Shapes opened by reads and kept open, boundedly.
     idle: Idle,
+    /// When the store opened: writers keep their times as nanoseconds
+    /// since ([`Inner::clock`]).
+    started: Instant,
+}
+
+impl Inner {
+    /// Nanoseconds since the store opened (saturating).
+    pub(crate) fn clock(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// A directory of shape logs with their in-memory buffers.
@@ -206,7 +216,12 @@ impl Store {
     ) -> Result<Store> {
         config.max_payload = config.max_payload.min(log::record::MAX_PAYLOAD);
         config.segment_capacity = config.segment_capacity.max(1);
-        config.max_pending_bytes = config.max_pending_bytes.max(config.flush_bytes);
+        // A writer counts pending bytes in a `u32` (saturating).
+        config.flush_bytes = config.flush_bytes.min(u32::MAX as usize);
+        config.max_pending_bytes = config
+            .max_pending_bytes
+            .max(config.flush_bytes)
+            .min(u32::MAX as usize);
         config.max_open_files = config.max_open_files.max(1);
         let top = dir.as_ref();
         let dir = top.join("shapes");
@@ -251,6 +266,7 @@ impl Store {
             tracker: FlushTracker::new(),
             wake: WakeService::new(),
             idle: Idle::default(),
+            started: Instant::now(),
         });
         info!(dir = %inner.env.log.dir.display(), shapes = listing.stems, "store opened");
         Ok(Store { inner })

@@ -43,7 +43,7 @@
 //!   an open one was discarded on purpose, and hosts replay it whole.)
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::{debug, info_span};
@@ -95,12 +95,21 @@ pub struct ShapeWriter {
     committed: u64,
     last_committed: LogOffset,
     durable: Durable,
-    pending_bytes: usize,
-    last_flush: Instant,
+    /// Bytes appended since the last hand-over (payloads plus framing),
+    /// saturating at 4 GiB: a `u32` beside `broken` (the writer is one of
+    /// the things a live shape costs; see the size check below).
+    pending_bytes: u32,
+    /// When the last flush was handed over, in nanoseconds since the store
+    /// opened ([`Inner::clock`]; an `Instant` takes twice the bytes).
+    last_flush: u64,
     broken: Option<Broken>,
     /// The flush batch a flusher thread is writing (see `flusher.rs`).
     in_flight: Option<Arc<Done>>,
 }
+
+// A host holds one per live shape: 176 bytes. Growing it is a decision.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<ShapeWriter>() <= 176);
 
 impl std::fmt::Debug for ShapeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +155,7 @@ impl ShapeWriter {
         )?;
         let tracked = inner.tracker.register_shared(log.id());
         tracked.flushed(durable.last_committed);
+        let last_flush = inner.clock();
         Ok(ShapeWriter {
             tracked,
             torn,
@@ -158,7 +168,7 @@ impl ShapeWriter {
             last_committed: durable.last_committed,
             durable,
             pending_bytes: 0,
-            last_flush: Instant::now(),
+            last_flush,
             broken: None,
             in_flight: None,
         })
@@ -234,16 +244,17 @@ impl ShapeWriter {
             // A later transaction, or the host replaying this one.
             self.torn = LogOffset::ZERO;
         }
-        self.pending_bytes += payload.len() + 25;
+        let framed = u32::try_from(payload.len() + 25).unwrap_or(u32::MAX);
+        self.pending_bytes = self.pending_bytes.saturating_add(framed);
+        let pending_bytes = self.pending_bytes as usize;
         self.token.append(Entry { offset, payload });
         self.appended += 1;
         self.last = offset;
         let flush_bytes = self.inner.config.flush_bytes;
-        if self.pending_bytes >= flush_bytes {
+        if pending_bytes >= flush_bytes {
             // Back-pressure: a writer `max_pending_bytes` ahead of the batch
             // in flight waits for it, then hands over all it has.
-            if self.in_flight.is_some() && self.pending_bytes >= self.inner.config.max_pending_bytes
-            {
+            if self.in_flight.is_some() && pending_bytes >= self.inner.config.max_pending_bytes {
                 self.settle(true)?;
             }
             if self.in_flight.is_none() {
@@ -271,7 +282,7 @@ impl ShapeWriter {
         self.inner.flusher.submit(job);
         self.in_flight = Some(done);
         self.pending_bytes = 0;
-        self.last_flush = Instant::now();
+        self.last_flush = self.inner.clock();
     }
 
     /// Completes the batch in flight if it is durable (or, with `wait`,
@@ -339,7 +350,7 @@ impl ShapeWriter {
             && self.committed == self.durable.committed
             && self.log().has_file();
         if nothing_new {
-            self.last_flush = Instant::now();
+            self.last_flush = self.inner.clock();
             return Ok(self.flushed());
         }
         let _span = info_span!("flush", shape = %display_id(&self.slot.id)).entered();
@@ -363,7 +374,8 @@ impl ShapeWriter {
         self.token.hand_off_retired();
         let pending =
             self.appended > self.durable.entries || self.committed > self.durable.committed;
-        if pending && self.last_flush.elapsed() >= self.inner.config.flush_interval {
+        let since = Duration::from_nanos(self.inner.clock().saturating_sub(self.last_flush));
+        if pending && since >= self.inner.config.flush_interval {
             self.flush()?;
             return Ok(true);
         }
