@@ -46,7 +46,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::log::dir_sync::Ticket;
-use crate::log::{Appended, Durable, ShapeLog};
+use crate::log::{Appended, Durable};
 use crate::segment::Batch;
 use crate::sync::{lock, wait, AtomicBool, Condvar, Epoch, Mutex, Ordering};
 use crate::{Error, LogOffset, Result};
@@ -65,16 +65,6 @@ pub(crate) trait Sink: Send + Sync {
     /// Returns once the directory entry `ticket` stands for is durable
     /// (grouped with the other creations), with what the log holds then.
     fn dir_durable(&self, ticket: Ticket) -> Result<Durable>;
-}
-
-impl Sink for ShapeLog {
-    fn append(&self, pending: &Batch, commit: Option<(u64, LogOffset)>) -> Result<Appended> {
-        ShapeLog::append(self, pending.iter(), commit)
-    }
-
-    fn dir_durable(&self, ticket: Ticket) -> Result<Durable> {
-        ShapeLog::dir_durable(self, ticket)
-    }
 }
 
 /// One flush batch: entries of one shape to append to its log, with the

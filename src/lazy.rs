@@ -19,8 +19,9 @@
 //!   non-null; closing swaps it to null and hands that reference to the
 //!   epoch collector, which drops it once every thread pinned before the
 //!   swap has unpinned.
-//! - Other holders keep their own strong references ([`Lazy::get_arc`]),
-//!   taken under a pin while the pointer still holds its own.
+//! - Other holders keep their own strong references ([`Lazy::get_arc`],
+//!   [`Held::to_arc`]), taken under a pin while the pointer still holds its
+//!   own.
 //!
 //! # Orderings
 //!
@@ -46,6 +47,51 @@ pub enum Fault {
     None,
     /// [`Lazy::open`] does not check the pointer again under the gate.
     OpenWithoutRecheck,
+}
+
+/// A [`Lazy`]'s open value as [`Lazy::get`] loaded it: borrowed for as
+/// long as the guard it was loaded under is pinned, and, unlike a plain
+/// reference, able to give an owning reference that outlives the pin
+/// ([`Held::to_arc`]) without loading the pointer again (which may have
+/// been closed, or opened anew, meanwhile).
+pub(crate) struct Held<'g, T>(&'g T);
+
+impl<T> Clone for Held<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Held<'_, T> {}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        self.0
+    }
+}
+
+impl<'g, T> Held<'g, T> {
+    /// The value itself, for as long as the guard is pinned.
+    #[inline]
+    pub(crate) fn get(self) -> &'g T {
+        self.0
+    }
+
+    /// An owning reference to the value.
+    pub(crate) fn to_arc(self) -> Arc<T> {
+        let p: *const T = self.0;
+        // SAFETY: `p` is the pointer a `Lazy` published, which came from
+        // `Arc::into_raw`, and its strong reference cannot be dropped while
+        // the guard that `Held` borrows is pinned (as in `Lazy::get`), so
+        // the count is at least 1; the increment is the returned `Arc`'s.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
 }
 
 /// See the module docs.
@@ -76,7 +122,7 @@ impl<T, C> Lazy<T, C> {
 
     /// The open value, borrowed for as long as `guard` is pinned.
     #[inline]
-    pub(crate) fn get<'g>(&self, guard: &'g Guard) -> Option<&'g T> {
+    pub(crate) fn get<'g>(&self, guard: &'g Guard) -> Option<Held<'g, T>> {
         let _ = guard;
         // Acquire: pairs with the opener's Release store.
         let p = self.ptr.load(Ordering::Acquire);
@@ -84,24 +130,12 @@ impl<T, C> Lazy<T, C> {
         // hands it to the epoch collector (module invariants), which drops
         // it only after `guard`, pinned before the load, is dropped; the
         // result borrows `guard`.
-        unsafe { p.as_ref() }
+        unsafe { p.as_ref() }.map(Held)
     }
 
     /// The open value as an owning reference, if open.
     pub(crate) fn get_arc(&self, guard: &Guard) -> Option<Arc<T>> {
-        let _ = guard;
-        // Acquire: as in `get`.
-        let p = self.ptr.load(Ordering::Acquire);
-        if p.is_null() {
-            return None;
-        }
-        // SAFETY: as in `get`, the pointer's strong reference cannot be
-        // dropped while `guard` is pinned, so the count is at least 1 and
-        // `p` came from `Arc::into_raw`.
-        unsafe {
-            Arc::increment_strong_count(p);
-            Some(Arc::from_raw(p))
-        }
+        self.get(guard).map(Held::to_arc)
     }
 
     /// Opens the value unless it is open: runs `open` under the gate, and
@@ -272,7 +306,7 @@ mod tests {
         assert_eq!(opens, 1, "an open value is not opened again");
         assert!(!lazy.open(|_| Ok::<_, ()>(String::new())).expect("open"));
         let guard = epoch.pin();
-        assert_eq!(lazy.get(&guard).map(String::as_str), Some("open #1"));
+        assert_eq!(lazy.get(&guard).map(|s| s.get().as_str()), Some("open #1"));
         let held = lazy.get_arc(&guard).expect("open");
         let pending = Arc::default();
         assert!(lazy.close(&guard, &pending, |v, c| *c = v.len() as u32 * 100));
@@ -287,7 +321,7 @@ mod tests {
         lazy.open(|c| Ok::<_, ()>(format!("again from {c}")))
             .expect("reopen");
         assert_eq!(
-            lazy.get(&epoch.pin()).map(String::as_str),
+            lazy.get(&epoch.pin()).map(|s| s.get().as_str()),
             Some("again from 700")
         );
     }

@@ -257,7 +257,7 @@ impl Cold {
     pub fn is_current(&self, shape: &Shape) -> bool {
         self.lazy
             .get(&self.epoch.pin())
-            .is_some_and(|s| std::ptr::eq(s, shape))
+            .is_some_and(|s| std::ptr::eq(s.get(), shape))
     }
 
     /// How many recoveries ran.

@@ -37,12 +37,13 @@ use crate::buffer::Reclaim;
 use crate::flush_tracker::FlushTracker;
 use crate::fs::{Fs, RealFs};
 use crate::id;
+use crate::lazy::Held;
 use crate::log::catalog::{fnv1a, Listing};
 use crate::log::{self, Files, HeaderRead, LogConfig, LogCtx};
 use crate::reader::{self, ReadOutcome, Visit, VisitOutcome};
 use crate::registry::{share, Registry};
 use crate::segment::Entry;
-use crate::slot::{Closed, Env, Idle, Quarantine, Slot};
+use crate::slot::{Closed, Env, Idle, Open, Quarantine, Slot};
 use crate::sync::{Epoch, Guard};
 use crate::wait::{self, WaitOutcome, Waiters, Watch};
 use crate::wake::WakeService;
@@ -599,21 +600,21 @@ impl Store {
 struct Pinned {
     plan: reader::Plan,
     mem: Vec<Entry>,
-    /// The log, when the plan reads from it (a reference, so that it
-    /// outlives the pin).
-    log: Option<Arc<log::ShapeLog>>,
+    /// The shape's state, when the plan reads from its log (a reference,
+    /// so that it outlives the pin).
+    disk: Option<Arc<Open>>,
 }
 
 impl Pinned {
-    fn read(open: &crate::slot::Open, after: LogOffset, upto: LogOffset, guard: &Guard) -> Self {
+    fn read(open: Held<'_, Open>, after: LogOffset, upto: LogOffset, guard: &Guard) -> Self {
         let (plan, mem) = reader::memory(&open.buffer, after, upto, guard);
-        let log = plan.needs_disk().then(|| Arc::clone(&open.log));
-        Pinned { plan, mem, log }
+        let disk = plan.needs_disk().then(|| open.to_arc());
+        Pinned { plan, mem, disk }
     }
 
     fn finish(self, after: LogOffset, upto: LogOffset) -> Result<ReadOutcome> {
-        match &self.log {
-            Some(log) => reader::finish(&**log, after, upto, self.plan, self.mem),
+        match &self.disk {
+            Some(open) => reader::finish(&open.log, after, upto, self.plan, self.mem),
             None => reader::finish(&NoDisk, after, upto, self.plan, self.mem),
         }
     }
@@ -898,9 +899,9 @@ impl Inner {
                 return match reader::visit_memory(&open.buffer, after, upto, &guard, &mut f) {
                     Visit::Done(out) => Ok(out),
                     Visit::Disk(plan, mem) => {
-                        let log = Arc::clone(&open.log);
+                        let open = open.to_arc();
                         drop(guard);
-                        reader::finish_visit(&*log, after, upto, plan, mem, f)
+                        reader::finish_visit(&open.log, after, upto, plan, mem, f)
                     }
                 };
             }
@@ -923,7 +924,7 @@ impl Inner {
     fn with_open<R>(
         &self,
         slot: &Arc<Slot>,
-        f: impl FnOnce(&crate::slot::Open, &Guard) -> R,
+        f: impl FnOnce(Held<'_, Open>, &Guard) -> R,
     ) -> Result<R> {
         let mut f = Some(f);
         loop {
@@ -1055,11 +1056,11 @@ impl ShapeHandle {
                     return Ok(seg.base());
                 }
             }
-            Err(Arc::clone(&open.log))
+            Err(open.to_arc())
         });
         match got {
             Ok(Ok(offset)) => offset,
-            Ok(Err(log)) => log.durable().last_committed,
+            Ok(Err(open)) => open.log.durable().last_committed,
             Err(_) => LogOffset::ZERO,
         }
     }
@@ -1173,10 +1174,8 @@ impl ShapeHandle {
     /// # Ok(()) }
     /// ```
     pub fn collect_files_before(&self, upto: LogOffset) -> Result<usize> {
-        let log = self
-            .inner
-            .with_open(&self.slot, |open, _| Arc::clone(&open.log))?;
-        log.collect_before(upto)
+        let open = self.inner.with_open(&self.slot, |open, _| open.to_arc())?;
+        open.log.collect_before(upto)
     }
 
     /// Whether a writer's buffer is published (the shape is not dead).

@@ -133,7 +133,8 @@ impl ShapeWriter {
         let _span = info_span!("writer_open", shape = %display_id(&slot.id)).entered();
         let buffer_committed = token.buffer().committed();
         // Its own reference: `take_over` below borrows the claim mutably.
-        let log = &Arc::clone(&token.owner().log);
+        let owner = Arc::clone(token.owner());
+        let log = &owner.log;
         // A predecessor whose write or sync failed left the log poisoned; cut
         // it back to what is known durable (the rest is still in memory).
         let durable = log.heal()?;
@@ -175,7 +176,7 @@ impl ShapeWriter {
     }
 
     /// The shape's log (its open state's, which the claim holds).
-    fn log(&self) -> &Arc<ShapeLog> {
+    fn log(&self) -> &ShapeLog {
         &self.token.owner().log
     }
 
@@ -278,7 +279,11 @@ impl ShapeWriter {
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
         let pending = self.token.take_pending(self.durable.entries, self.appended);
-        let (job, done) = Job::new(Arc::clone(self.log()) as Arc<dyn Sink>, pending, commit);
+        let (job, done) = Job::new(
+            Arc::clone(self.token.owner()) as Arc<dyn Sink>,
+            pending,
+            commit,
+        );
         self.inner.flusher.submit(job);
         self.in_flight = Some(done);
         self.pending_bytes = 0;
