@@ -54,7 +54,15 @@ pub enum Fault {
 /// reference, able to give an owning reference that outlives the pin
 /// ([`Held::to_arc`]) without loading the pointer again (which may have
 /// been closed, or opened anew, meanwhile).
-pub(crate) struct Held<'g, T>(&'g T);
+///
+/// It keeps the pointer as loaded, not a reference: an `Arc`'s count lies
+/// outside the `T`, and only the published pointer's provenance covers it
+/// (a pointer derived from a `&T` may not write it; Miri's borrow models
+/// reject that).
+pub(crate) struct Held<'g, T> {
+    ptr: std::ptr::NonNull<T>,
+    _guard: std::marker::PhantomData<&'g T>,
+}
 
 impl<T> Clone for Held<'_, T> {
     fn clone(&self) -> Self {
@@ -69,7 +77,7 @@ impl<T> std::ops::Deref for Held<'_, T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        self.0
+        self.get()
     }
 }
 
@@ -77,16 +85,20 @@ impl<'g, T> Held<'g, T> {
     /// The value itself, for as long as the guard is pinned.
     #[inline]
     pub(crate) fn get(self) -> &'g T {
-        self.0
+        // SAFETY: the pointer a `Lazy` published, whose strong reference
+        // the collector drops only after the guard `'g` borrows is dropped
+        // (see `Lazy::get`).
+        unsafe { self.ptr.as_ref() }
     }
 
     /// An owning reference to the value.
     pub(crate) fn to_arc(self) -> Arc<T> {
-        let p: *const T = self.0;
-        // SAFETY: `p` is the pointer a `Lazy` published, which came from
+        let p = self.ptr.as_ptr().cast_const();
+        // SAFETY: `p` is the pointer a `Lazy` published, as loaded (with
+        // its provenance over the whole `Arc` allocation), which came from
         // `Arc::into_raw`, and its strong reference cannot be dropped while
-        // the guard that `Held` borrows is pinned (as in `Lazy::get`), so
-        // the count is at least 1; the increment is the returned `Arc`'s.
+        // the guard `'g` borrows is pinned (as in `Lazy::get`), so the
+        // count is at least 1; the increment is the returned `Arc`'s.
         unsafe {
             Arc::increment_strong_count(p);
             Arc::from_raw(p)
@@ -126,11 +138,14 @@ impl<T, C> Lazy<T, C> {
         let _ = guard;
         // Acquire: pairs with the opener's Release store.
         let p = self.ptr.load(Ordering::Acquire);
-        // SAFETY: a non-null pointer holds a strong reference, and a closer
-        // hands it to the epoch collector (module invariants), which drops
-        // it only after `guard`, pinned before the load, is dropped; the
-        // result borrows `guard`.
-        unsafe { p.as_ref() }.map(Held)
+        // A non-null pointer holds a strong reference, and a closer hands it
+        // to the epoch collector (module invariants), which drops it only
+        // after `guard`, pinned before the load, is dropped: the result
+        // borrows `guard`.
+        std::ptr::NonNull::new(p).map(|ptr| Held {
+            ptr,
+            _guard: std::marker::PhantomData,
+        })
     }
 
     /// The open value as an owning reference, if open.
@@ -289,6 +304,24 @@ unsafe impl<T: Send + Sync, C: Send> Sync for Lazy<T, C> {}
 mod tests {
     use super::*;
     use crate::sync::Epoch;
+
+    /// `Held::to_arc` takes a reference count through the published
+    /// pointer (run under Miri: no epoch domain, whose own code Miri's
+    /// borrow models reject, only the unprotected guard).
+    #[test]
+    fn a_held_value_becomes_an_owner_that_outlives_the_state() {
+        let lazy: Lazy<String, ()> = Lazy::closed(());
+        lazy.open(|_| Ok::<_, ()>("v".to_string())).expect("open");
+        // SAFETY: nothing closes `lazy` (nothing is retired) while the
+        // unprotected guard is used.
+        let guard = unsafe { crossbeam_epoch::unprotected() };
+        let held = lazy.get(guard).expect("open");
+        let owner = held.to_arc();
+        assert_eq!(Arc::strong_count(&owner), 2);
+        drop(lazy);
+        assert_eq!(Arc::strong_count(&owner), 1);
+        assert_eq!(*owner, "v");
+    }
 
     #[test]
     fn opens_once_closes_and_reopens() {
