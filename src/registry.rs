@@ -94,13 +94,17 @@ impl Drop for Graveyard {
 }
 
 /// A shard's table entry: the slot, whose registry reference the registry
-/// owns (module invariants). `Copy`, so copying a table touches no slot.
-/// One pointer: the table's tag bytes filter probes, a match compares the
-/// slot's id, and a table that grows rehashes the ids (rare: a table is
-/// copied whole at each change, and grows by doubling).
+/// owns (module invariants), and its id's hash. `Copy`, so copying a table
+/// touches no slot. The hash is kept so that a table that grows rehashes
+/// without reading a slot: reading each slot's id was two cache misses per
+/// entry, and at 1,000,000 shapes a shard's growth (224 entries) took
+/// 80-90 µs of the `Store::writer` that triggered it (about 1.3% of the
+/// creations there, 111-128 µs at the p99; docs/benchmarks.md, "Scale").
+/// A probe also compares the hash before it reads the slot.
 #[derive(Clone, Copy)]
 struct Entry {
     slot: NonNull<Slot>,
+    hash: u64,
 }
 
 impl Entry {
@@ -139,7 +143,7 @@ impl Shard {
             .load()
             .find(hash, |e| {
                 // SAFETY: loaded under `guard` just now.
-                unsafe { e.slot(guard) }.id[..] == *id
+                e.hash == hash && unsafe { e.slot(guard) }.id[..] == *id
             })
             // SAFETY: loaded under `guard` just now.
             .map(|e| unsafe { e.slot(guard) })
@@ -258,14 +262,10 @@ impl Registry {
         let owned = Arc::into_raw(Arc::clone(&slot)).cast_mut();
         let entry = Entry {
             slot: NonNull::new(owned).expect("an Arc's pointer is not null"),
+            hash,
         };
         let mut next = Map::clone(&shard.map.load());
-        next.insert_unique(hash, entry, |e| {
-            // SAFETY: every entry of the table is a slot the registry owns
-            // (it is in the published table, and only a removal under this
-            // shard's lock, which we hold, takes it out).
-            self.hash(&unsafe { e.slot.as_ref() }.id)
-        });
+        next.insert_unique(hash, entry, |e| e.hash);
         shard.map.store(Arc::new(next));
         Ok(slot)
     }
