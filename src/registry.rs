@@ -9,9 +9,11 @@
 //! with the same hash (the table uses the low bits for the bucket and the
 //! top 7 for its tag, so the shard bits do not skew it). Adding or removing
 //! a shape copies only its shard (about `n / 4096` entries) under that
-//! shard's writer lock. A table entry is a plain slot pointer (8 bytes:
-//! the id is compared through it), so the copy is a memory copy that touches no slot: no reference
-//! count is taken or dropped per entry (an entry of owned
+//! shard's writer lock. A table entry is a plain slot pointer and the id's
+//! hash (16 bytes: a probe compares the hash, then the id through the
+//! pointer; a growing table rehashes from the stored hashes), so the copy
+//! is a memory copy that touches no slot: no reference count is taken or
+//! dropped per entry (an entry of owned
 //! `(Bytes, Arc<Slot>)` pairs made it two cold cache-line writes per entry,
 //! twice; see docs/benchmarks.md, cause 7).
 //!

@@ -36,7 +36,7 @@ use crate::log::catalog::Stem;
 use crate::log::dir_sync::Ticket;
 use crate::log::{self, Appended, Durable, Files, LogCtx, ShapeLog};
 use crate::segment::Batch;
-use crate::sync::Guard;
+use crate::sync::{Epoch, Guard};
 use crate::wait::Waiters;
 use crate::{Error, LogOffset, Result};
 
@@ -153,6 +153,12 @@ pub(crate) struct Env {
 }
 
 impl Env {
+    /// The store's epoch domain.
+    #[inline]
+    pub(crate) fn epoch(&self) -> &Epoch {
+        &self.reclaim.epoch
+    }
+
     /// Runs the drops that closes and removals deferred, once nobody can
     /// use the store any more: a closed state may hold cached descriptors,
     /// and a removed shape's log deletes its files when dropped. The epoch
@@ -164,7 +170,7 @@ impl Env {
             if self.deferred.load(std::sync::atomic::Ordering::Relaxed) == 0 {
                 return;
             }
-            self.reclaim.epoch.pin().flush();
+            self.epoch().pin().flush();
         }
         tracing::warn!("a pinned thread kept closed shapes' state from being freed at store drop");
     }
@@ -313,7 +319,7 @@ impl Slot {
     /// writer, no published segment (a dropped writer's stays readable),
     /// and a small log. Returns whether it closed it. (See [`Idle`].)
     pub(crate) fn close_idle(&self, env: &Env) -> bool {
-        let Some(open) = self.get_arc(&env.reclaim.epoch.pin()) else {
+        let Some(open) = self.get_arc(&env.epoch().pin()) else {
             return false;
         };
         // Closing needs the writer claim (module invariants); a writer
@@ -323,7 +329,7 @@ impl Slot {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let closed = match WriterToken::claim(&open) {
             Some(_token) => {
-                let guard = env.reclaim.epoch.pin();
+                let guard = env.epoch().pin();
                 self.is_current(&open, &guard)
                     && !open.buffer.is_live()
                     && open.log.is_small(CLOSE_BELOW)

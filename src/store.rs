@@ -286,7 +286,7 @@ impl Store {
         let env = &self.inner.env;
         loop {
             slot.open(env)?;
-            let guard = env.reclaim.epoch.pin();
+            let guard = env.epoch().pin();
             let Some(open) = slot.get_arc(&guard) else {
                 continue;
             };
@@ -297,7 +297,7 @@ impl Store {
             // Still the published state? A terminate (or an idle closer)
             // that closed it held the claim until after it did, so after
             // our claim this tells.
-            if !slot.is_current(&open, &env.reclaim.epoch.pin()) {
+            if !slot.is_current(&open, &env.epoch().pin()) {
                 continue;
             }
             return ShapeWriter::open(Arc::clone(&self.inner), slot, token);
@@ -328,7 +328,7 @@ impl Store {
             self.inner.slot(id, false)?;
             return Ok(ReadOutcome::default());
         }
-        let guard = self.inner.env.reclaim.epoch.pin();
+        let guard = self.inner.env.epoch().pin();
         let pinned = self
             .inner
             .registry
@@ -420,7 +420,7 @@ impl Store {
             self.inner.resolve(stem, &files, None)?;
         }
         let mut v = Vec::new();
-        let guard = self.inner.env.reclaim.epoch.pin();
+        let guard = self.inner.env.epoch().pin();
         self.inner
             .registry
             .for_each(&guard, |s| v.push(Bytes::copy_from_slice(&s.id)));
@@ -435,7 +435,7 @@ impl Store {
     /// [`Store::verify_all`] uses every shape first.
     pub fn corrupt_shapes(&self) -> Vec<(Bytes, Error)> {
         let mut v = Vec::new();
-        let guard = self.inner.env.reclaim.epoch.pin();
+        let guard = self.inner.env.epoch().pin();
         self.inner.registry.for_each(&guard, |s| {
             if let Some(e) = s.quarantined() {
                 v.push((Bytes::copy_from_slice(&s.id), e));
@@ -475,7 +475,7 @@ impl Store {
             }
         }
         let mut slots = Vec::new();
-        let guard = env.reclaim.epoch.pin();
+        let guard = env.epoch().pin();
         self.inner
             .registry
             .for_each(&guard, |s| slots.push(share(s)));
@@ -556,7 +556,7 @@ impl Store {
     /// retired (writers hand them over per 64 KiB, and on
     /// [`ShapeWriter::tick`]).
     pub fn collect(&self) {
-        let epoch = &self.inner.env.reclaim.epoch;
+        let epoch = &self.inner.env.epoch();
         let guard = epoch.pin();
         epoch.hand_off(&guard);
         guard.flush();
@@ -662,7 +662,7 @@ impl Inner {
         loop {
             let open = claimed
                 .cloned()
-                .or_else(|| slot.get_arc(&env.reclaim.epoch.pin()));
+                .or_else(|| slot.get_arc(&env.epoch().pin()));
             let Some(open) = open else {
                 // Closed: remove it under its gate, so that nobody opens it
                 // meanwhile; the tombstone first, so that a crash leaves the
@@ -695,7 +695,7 @@ impl Inner {
                     let token = slot
                         .claim(&open)
                         .ok_or_else(|| Error::WriterActive(id::display(&slot.id)))?;
-                    if !slot.is_current(&open, &env.reclaim.epoch.pin()) {
+                    if !slot.is_current(&open, &env.epoch().pin()) {
                         continue;
                     }
                     Some(token)
@@ -703,14 +703,14 @@ impl Inner {
             };
             let had_files = open.log.has_file();
             open.log.remove()?;
-            let removed = slot.remove_open(&open, &env.reclaim.epoch.pin(), env);
+            let removed = slot.remove_open(&open, &env.epoch().pin(), env);
             debug_assert!(removed, "the claimed state is the published one");
             self.unpublish(slot);
             drop(open);
             // The state's own reference goes with the epoch: once readers
             // that loaded it are done, the log's last owner deletes the
             // files (here, usually, or at the end of a read in flight).
-            env.reclaim.epoch.pin().flush();
+            env.epoch().pin().flush();
             tracing::debug!("removed");
             return Ok(Removed { had_files });
         }
@@ -718,7 +718,7 @@ impl Inner {
 
     /// Takes a removed slot out of the registry and ends its waits.
     fn unpublish(&self, slot: &Slot) {
-        self.registry.remove(slot, &self.env.reclaim.epoch.pin());
+        self.registry.remove(slot, &self.env.epoch().pin());
         slot.waiters.close(crate::wait::Close::Removed, &self.wake);
     }
 
@@ -726,7 +726,7 @@ impl Inner {
     /// first time: reading the header of each listed stem with the id's
     /// hash), or, with `create`, a new one (no I/O).
     pub(crate) fn slot(&self, id: &[u8], create: bool) -> Result<Arc<Slot>> {
-        let epoch = &self.env.reclaim.epoch;
+        let epoch = &self.env.epoch();
         if let Some(s) = self.registry.find(id, &epoch.pin()) {
             return Ok(share(s));
         }
@@ -807,7 +807,7 @@ impl Inner {
         };
         match header {
             HeaderRead::Ok(h, _, _) => {
-                let guard = self.env.reclaim.epoch.pin();
+                let guard = self.env.epoch().pin();
                 let mut slot = None;
                 ctx.catalog.resolve_with(stem, || {
                     slot = Some(self.registry.get_or_insert_with(&h.id, &guard, || {
@@ -873,7 +873,7 @@ impl Inner {
         upto: LogOffset,
     ) -> Result<ReadOutcome> {
         loop {
-            let guard = self.env.reclaim.epoch.pin();
+            let guard = self.env.epoch().pin();
             let pinned = slot
                 .get(&guard)
                 .map(|open| Pinned::read(open, after, upto, &guard));
@@ -894,7 +894,7 @@ impl Inner {
         mut f: impl FnMut(&Entry),
     ) -> Result<VisitOutcome> {
         loop {
-            let guard = self.env.reclaim.epoch.pin();
+            let guard = self.env.epoch().pin();
             if let Some(open) = slot.get(&guard) {
                 return match reader::visit_memory(&open.buffer, after, upto, &guard, &mut f) {
                     Visit::Done(out) => Ok(out),
@@ -928,7 +928,7 @@ impl Inner {
     ) -> Result<R> {
         let mut f = Some(f);
         loop {
-            let guard = self.env.reclaim.epoch.pin();
+            let guard = self.env.epoch().pin();
             if let Some(open) = slot.get(&guard) {
                 let f = f.take().expect("called once");
                 return Ok(f(open, &guard));
@@ -1180,7 +1180,7 @@ impl ShapeHandle {
 
     /// Whether a writer's buffer is published (the shape is not dead).
     pub fn is_live(&self) -> bool {
-        let guard = self.inner.env.reclaim.epoch.pin();
+        let guard = self.inner.env.epoch().pin();
         self.slot
             .get(&guard)
             .is_some_and(|open| open.buffer.is_live())
