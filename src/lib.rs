@@ -52,41 +52,41 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-mod buffer;
+// Shared vocabulary: every layer may use these, they use no layer.
+mod durable;
+mod entry;
 mod error;
-mod flush_tracker;
-mod flusher;
 pub mod fs;
 mod id;
-mod lazy;
+mod offset;
+mod sync;
+
+// The layers, lowest first (docs/design.md, "Layers"): `shape/` and `log/`
+// know nothing of each other; `store/` composes them; the flush tracker
+// stands on its own (a host may use it without a store).
+mod flush_tracker;
 mod log;
+mod shape;
+mod store;
+
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api;
-mod offset;
-mod reader;
-mod registry;
-mod segment;
-mod slot;
-mod store;
-mod sync;
-mod wait;
-mod wake;
-mod writer;
 
+pub use entry::Entry;
 pub use error::{Error, Result};
 pub use flush_tracker::{FlushEvent, FlushTracker, Loss, TrackedShape, Transaction};
-pub use log::record::{MAX_ID, MAX_PAYLOAD};
+pub use id::MAX_ID;
+pub use log::record::MAX_PAYLOAD;
 pub use offset::LogOffset;
-pub use reader::{ReadOutcome, VisitOutcome};
-pub use segment::Entry;
-pub use store::{Config, Removed, ShapeHandle, Store};
+pub use shape::reader::{ReadOutcome, VisitOutcome};
 /// The live-tail waiter protocol for the loom model (`cfg(loom)` only).
 #[cfg(loom)]
 #[doc(hidden)]
-pub use wait::loom_model as wait_loom;
-pub use wait::WaitOutcome;
-pub use writer::{Flushed, ShapeWriter};
+pub use shape::wait::loom_model as wait_loom;
+pub use shape::wait::WaitOutcome;
+pub use store::writer::{Flushed, ShapeWriter};
+pub use store::{Config, Removed, ShapeHandle, Store};
 
 /// README.md's Rust examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

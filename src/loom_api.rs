@@ -19,20 +19,21 @@
 
 use std::sync::Arc;
 
-use crate::buffer::{Buffer, Reclaim, Sizing, WriterToken};
-use crate::flusher::{Done, Job, Sink};
-use crate::lazy::Lazy;
+use crate::durable::Durable;
 use crate::log::dir_sync::Ticket;
-use crate::log::{Appended, Durable};
-use crate::reader::{self, Disk};
-use crate::segment::{Batch, Segment};
+use crate::log::Appended;
+use crate::shape::buffer::{Buffer, Reclaim, Sizing, WriterToken};
+use crate::shape::lazy::Lazy;
+use crate::shape::reader::{self, Disk};
+use crate::shape::segment::{Batch, Segment};
+use crate::store::flusher::{Done, Job, Sink};
 use crate::sync::{lock, Epoch, Mutex, Ordering};
 use crate::{Entry, FlushTracker, LogOffset, ReadOutcome, Result};
 
-pub use crate::buffer::Fault;
 pub use crate::flush_tracker::TrackerFault;
-pub use crate::lazy::Fault as LazyFault;
-pub use crate::registry::Fault as RegistryFault;
+pub use crate::shape::buffer::Fault;
+pub use crate::shape::lazy::Fault as LazyFault;
+pub use crate::store::registry::Fault as RegistryFault;
 
 /// One shape's in-memory buffer, with its own epoch domain.
 pub struct Shape {
@@ -278,7 +279,7 @@ impl Cold {
 /// lookup that reads a slot freed under it is a causality violation loom
 /// reports, not undefined behaviour in the test process.
 pub struct Registry {
-    inner: crate::registry::Registry,
+    inner: crate::store::registry::Registry,
     epoch: Epoch,
 }
 
@@ -286,7 +287,7 @@ impl Registry {
     /// An empty registry with `fault` injected.
     pub fn new(fault: RegistryFault) -> Registry {
         Registry {
-            inner: crate::registry::Registry::new().with_fault(fault),
+            inner: crate::store::registry::Registry::new().with_fault(fault),
             epoch: Epoch::new(),
         }
     }
@@ -299,7 +300,11 @@ impl Registry {
         };
         self.inner
             .get_or_insert_with(id, &self.epoch.pin(), || {
-                Ok::<_, ()>(crate::slot::Slot::new(id, stem, crate::slot::Closed::New))
+                Ok::<_, ()>(crate::store::slot::Slot::new(
+                    id,
+                    stem,
+                    crate::store::slot::Closed::New,
+                ))
             })
             .expect("the model's insert does not fail");
     }
@@ -322,7 +327,11 @@ impl Registry {
     /// registry's reference to the collector. Returns whether it was there.
     pub fn remove(&self, id: &[u8]) -> bool {
         let guard = self.epoch.pin();
-        let Some(slot) = self.inner.find(id, &guard).map(crate::registry::share) else {
+        let Some(slot) = self
+            .inner
+            .find(id, &guard)
+            .map(crate::store::registry::share)
+        else {
             return false;
         };
         let removed = self.inner.remove(&slot, &guard);

@@ -48,8 +48,6 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::Files;
-
 /// Catalog shards (by hash): creations of shapes with different hashes
 /// rarely share a lock.
 const SHARDS: usize = 64;
@@ -418,6 +416,36 @@ impl Catalog {
     #[cfg(test)]
     fn is_taken(&self, stem: Stem) -> bool {
         self.shard(stem.hash).is_taken(stem)
+    }
+}
+
+/// The files of a closed log: the entry number each starts at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Files {
+    /// One file, starting at entry 0 (almost every shape: no allocation).
+    Zero,
+    /// Any other set, in order (boxed twice: one pointer, so that a
+    /// closed slot's state fits 16 bytes).
+    #[expect(
+        clippy::box_collection,
+        reason = "a thin pointer keeps a closed slot at 16 bytes"
+    )]
+    List(Box<Vec<u64>>),
+}
+
+impl Files {
+    pub(crate) fn from_starts(starts: &[u64]) -> Files {
+        match starts {
+            [0] => Files::Zero,
+            _ => Files::List(Box::new(starts.to_vec())),
+        }
+    }
+
+    pub(crate) fn starts(&self) -> &[u64] {
+        match self {
+            Files::Zero => &[0],
+            Files::List(v) => v,
+        }
     }
 }
 

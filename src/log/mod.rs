@@ -35,13 +35,14 @@
 //!   the shape is recovered again, and the durable counts do not move.
 
 pub(crate) mod catalog;
+mod ctx;
 pub(crate) mod descriptors;
 pub(crate) mod dir_sync;
 mod file;
+mod header;
 pub(crate) mod record;
-mod recovery;
+pub(crate) mod recovery;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -51,111 +52,19 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use tracing::{debug, info_span, warn};
 
-use crate::fs::Fs;
+use crate::durable::Durable;
+use crate::entry::Entry;
 use crate::id;
-use crate::segment::Entry;
 use crate::{Error, LogOffset, Result};
-use catalog::{Catalog, Stem};
-use descriptors::{Descriptors, Lease, Mode};
-use dir_sync::{DirSync, Ticket};
+use catalog::Stem;
+use descriptors::{Lease, Mode};
+use dir_sync::Ticket;
 use file::{IndexPoint, LogFile, Next};
 use record::Record;
 
-pub(crate) use recovery::{read_id, recover, HeaderRead};
-
-/// Log layout settings.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct LogConfig {
-    /// Start a new file once the current one is at least this long.
-    pub(crate) file_bytes: u64,
-    /// One sparse index point per this many bytes of records.
-    pub(crate) index_interval: u64,
-}
-
-/// What every log of a store shares: the directory, its catalog and its
-/// grouped syncs, the descriptor cache, the layout settings.
-#[derive(Debug)]
-pub(crate) struct LogCtx {
-    pub(crate) dir: PathBuf,
-    pub(crate) cfg: LogConfig,
-    pub(crate) descriptors: Descriptors,
-    pub(crate) dir_sync: DirSync,
-    pub(crate) catalog: Catalog,
-}
-
-impl LogCtx {
-    pub(crate) fn new(
-        dir: PathBuf,
-        cfg: LogConfig,
-        fs: Arc<dyn Fs>,
-        max_open_files: usize,
-    ) -> Self {
-        LogCtx {
-            dir_sync: DirSync::new(dir.clone()),
-            dir,
-            cfg,
-            descriptors: Descriptors::new(fs, max_open_files),
-            catalog: Catalog::new(),
-        }
-    }
-
-    pub(crate) fn fs(&self) -> &dyn Fs {
-        &**self.descriptors.fs()
-    }
-
-    /// The path of `stem`'s file starting at entry `start`.
-    pub(crate) fn path(&self, stem: Stem, start: u64) -> PathBuf {
-        self.dir.join(stem.file_name(start))
-    }
-
-    /// Syncs the directory (grouped with any sync under way).
-    pub(crate) fn sync_dir(&self) -> Result<()> {
-        self.dir_sync.sync(self.fs())
-    }
-}
-
-/// The files of a closed log: the entry number each starts at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Files {
-    /// One file, starting at entry 0 (almost every shape: no allocation).
-    Zero,
-    /// Any other set, in order (boxed twice: one pointer, so that a
-    /// closed slot's state fits 16 bytes).
-    #[expect(
-        clippy::box_collection,
-        reason = "a thin pointer keeps a closed slot at 16 bytes"
-    )]
-    List(Box<Vec<u64>>),
-}
-
-impl Files {
-    pub(crate) fn from_starts(starts: &[u64]) -> Files {
-        match starts {
-            [0] => Files::Zero,
-            _ => Files::List(Box::new(starts.to_vec())),
-        }
-    }
-
-    pub(crate) fn starts(&self) -> &[u64] {
-        match self {
-            Files::Zero => &[0],
-            Files::List(v) => v,
-        }
-    }
-}
-
-/// What is durable in a log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Durable {
-    /// Entries on disk (committed or not).
-    pub(crate) entries: u64,
-    /// The offset of the last entry on disk.
-    pub(crate) last: LogOffset,
-    /// Entries `[0, committed)` are committed on disk.
-    pub(crate) committed: u64,
-    /// The offset of entry `committed - 1`.
-    pub(crate) last_committed: LogOffset,
-}
+pub(crate) use catalog::Files;
+pub(crate) use ctx::{LogConfig, LogCtx};
+pub(crate) use header::{read_id, HeaderRead};
 
 /// What an append wrote: what is durable now, once `dir` (the directory
 /// entry of a file the append created) is durable too.

@@ -49,6 +49,7 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::id::MAX_ID;
 use crate::LogOffset;
 
 /// The file magic of new files, with the format version in its last byte.
@@ -63,8 +64,6 @@ pub(crate) const FRAME: usize = 8;
 pub(crate) const MAX_BODY: usize = 64 << 20;
 /// The largest payload an entry may carry.
 pub const MAX_PAYLOAD: usize = MAX_BODY - 17;
-/// The longest shape id.
-pub const MAX_ID: usize = 64 << 10;
 
 const ENTRY: u8 = 1;
 const COMMIT: u8 = 2;

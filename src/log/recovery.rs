@@ -76,60 +76,14 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::catalog::Stem;
+use super::ctx::{LogConfig, LogCtx};
 use super::descriptors::{Lease, Mode};
 use super::file::{Cursor, IndexPoint, LogFile, Next};
-use super::record::{self, Header, Record, Version, BATCH_SIZE};
-use super::{Durable, LogConfig, LogCtx, ShapeLog};
+use super::header::{read_header, HeaderRead};
+use super::record::{self, Record, Version, BATCH_SIZE};
+use super::{Durable, ShapeLog};
 use crate::fs::FsFile;
 use crate::{Error, LogOffset, Result};
-
-/// What a file's first bytes hold.
-pub(crate) enum HeaderRead {
-    /// A valid header, its length and its format version.
-    Ok(Header, u64, Version),
-    /// The file ends inside its header: it was created but its header never
-    /// became durable, so it holds nothing that was acknowledged (unless a
-    /// damaged length only makes it look so: see `recover`).
-    Torn,
-    /// A complete header that fails verification: damage, not a crash.
-    Corrupt(&'static str),
-}
-
-fn read_header(fd: &Lease, path: &Path) -> Result<HeaderRead> {
-    let mut buf = vec![0u8; 4096];
-    let mut have = 0;
-    loop {
-        let n = fd
-            .read_at(&mut buf[have..], have as u64)
-            .map_err(Error::io("read", path))?;
-        have += n;
-        match Header::decode(&buf[..have]) {
-            Ok((h, len, v)) => return Ok(HeaderRead::Ok(h, len as u64, v)),
-            Err(super::record::Bad::Short { need }) if n > 0 => {
-                if need > buf.len() {
-                    buf.resize(need, 0);
-                }
-            }
-            Err(super::record::Bad::Short { .. }) => return Ok(HeaderRead::Torn),
-            Err(super::record::Bad::Corrupt(why)) => return Ok(HeaderRead::Corrupt(why)),
-        }
-    }
-}
-
-/// The header of `stem`'s file starting at entry `start` (which holds the
-/// shape's id): how a listed stem learns whose it is.
-pub(crate) fn read_id(ctx: &LogCtx, stem: Stem, start: u64) -> Result<HeaderRead> {
-    let path = ctx.path(stem, start);
-    let file = LogFile::new(start, LogOffset::ZERO, 0);
-    let fd = file
-        .lease(&ctx.descriptors, &path, Mode::Open)
-        .map_err(Error::io("open", &path))?;
-    let header = read_header(&fd, &path);
-    drop(fd);
-    // A one-off read: do not keep the descriptor cached.
-    file.forget();
-    header
-}
 
 /// Where the scan of a file is, between two records.
 #[derive(Clone, Copy, Debug)]

@@ -43,7 +43,7 @@ use std::hash::BuildHasher;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::slot::Slot;
+use crate::store::slot::Slot;
 use crate::sync::{lock, Guard, Mutex, Published};
 
 /// The number of registry shards.

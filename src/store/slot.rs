@@ -28,16 +28,17 @@ use std::sync::Arc;
 
 use tracing::error;
 
-use crate::buffer::{Buffer, HoldsBuffer, Reclaim, WriterToken};
-use crate::flusher::Sink;
+use crate::durable::Durable;
 use crate::id;
-use crate::lazy::{Held, Lazy};
 use crate::log::catalog::Stem;
 use crate::log::dir_sync::Ticket;
-use crate::log::{self, Appended, Durable, Files, LogCtx, ShapeLog};
-use crate::segment::Batch;
+use crate::log::{self, Appended, Files, LogCtx, ShapeLog};
+use crate::shape::buffer::{Buffer, HoldsBuffer, Reclaim, WriterToken};
+use crate::shape::lazy::{Held, Lazy};
+use crate::shape::segment::Batch;
+use crate::shape::wait::Waiters;
+use crate::store::flusher::Sink;
 use crate::sync::{Epoch, Guard};
-use crate::wait::Waiters;
 use crate::{Error, LogOffset, Result};
 
 /// A terminated shape whose log is one file of at most this many bytes is
@@ -278,7 +279,7 @@ impl Slot {
                     log: ShapeLog::new(Arc::clone(&env.log), Arc::from(&self.id[..]), self.stem()),
                 },
                 Closed::OnDisk(files) => {
-                    match log::recover(&env.log, self.stem(), files.starts()) {
+                    match log::recovery::recover(&env.log, self.stem(), files.starts()) {
                         Ok(Some((log, durable))) => Open {
                             log,
                             buffer: Buffer::new(durable.committed, Arc::clone(&env.reclaim)),

@@ -28,11 +28,12 @@
 //! - The answer holds exactly the committed entries with offsets in
 //!   `(after, upto]` as of step 2, in increasing offset order.
 
-use crate::buffer::Buffer;
-use crate::log::ShapeLog;
 use std::ops::Range;
 
-use crate::segment::{Entry, Segment, Slots};
+use crate::shape::buffer::Buffer;
+
+use crate::entry::Entry;
+use crate::shape::segment::{Segment, Slots};
 use crate::{LogOffset, Result};
 
 /// The answer to a read.
@@ -77,18 +78,6 @@ pub(crate) trait Disk {
         limit: u64,
         out: &mut Vec<Entry>,
     ) -> Result<()>;
-}
-
-impl Disk for ShapeLog {
-    fn read(
-        &self,
-        after: LogOffset,
-        upto: LogOffset,
-        limit: u64,
-        out: &mut Vec<Entry>,
-    ) -> Result<()> {
-        ShapeLog::read(self, after, upto, limit, out)
-    }
 }
 
 /// The in-memory part of a read, decided under the pin.

@@ -57,21 +57,34 @@ use loom::sync::atomic::AtomicPtr;
 use std::sync::atomic::AtomicPtr;
 
 use crate::sync::{AtomicBool, Ordering};
-use crate::wait::Shared;
+
+/// What the queue holds: one shape's waiter state (`wait::Shared`). The
+/// queue needs only its link and a way to wake it, so this module names no
+/// type of `wait` and the two import one way (`wait` -> `wake`).
+pub(crate) trait Node: Send + Sync + Sized + 'static {
+    /// The node's link in the queue.
+    fn link(&self) -> &Link<Self>;
+    /// Wakes the node's queued waiters (on the waker thread).
+    fn wake_queued(&self);
+    /// The known-bad variant of a loom model: publish the push with
+    /// Relaxed instead of Release.
+    #[cfg(loom)]
+    fn push_relaxed(&self) -> bool;
+}
 
 /// One store's waker thread and its queue of shapes to wake.
-pub(crate) struct WakeService {
-    queue: Arc<Queue>,
+pub(crate) struct WakeService<T: Node> {
+    queue: Arc<Queue<T>>,
     /// The thread once spawned (serialises spawning; taken by the drop).
     #[cfg(not(loom))]
     spawned: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// What the notifiers and the thread share.
-struct Queue {
+struct Queue<T: Node> {
     /// The top of the stack of queued shapes (`Arc::into_raw`), linked
     /// through their `Link`s; null when empty.
-    head: AtomicPtr<Shared>,
+    head: AtomicPtr<T>,
     /// Where the thread sleeps when the queue is empty.
     sleeper: Sleeper,
     /// The store is gone: drain and exit.
@@ -84,11 +97,11 @@ struct Queue {
 /// A shape's link in the queue: the shape below it on the stack. Written
 /// only by the notifier that pushes the shape, read by the thread before
 /// it clears the shape's `queued` flag.
-pub(crate) struct Link {
-    next: AtomicPtr<Shared>,
+pub(crate) struct Link<T> {
+    next: AtomicPtr<T>,
 }
 
-impl Default for Link {
+impl<T> Default for Link<T> {
     fn default() -> Self {
         Link {
             next: AtomicPtr::new(ptr::null_mut()),
@@ -96,15 +109,15 @@ impl Default for Link {
     }
 }
 
-impl Default for WakeService {
+impl<T: Node> Default for WakeService<T> {
     fn default() -> Self {
         WakeService::new()
     }
 }
 
-impl WakeService {
+impl<T: Node> WakeService<T> {
     /// A service with no thread yet.
-    pub(crate) fn new() -> WakeService {
+    pub(crate) fn new() -> Self {
         WakeService {
             queue: Arc::new(Queue {
                 head: AtomicPtr::new(ptr::null_mut()),
@@ -163,23 +176,24 @@ impl WakeService {
     /// Queues `shared` (whose `queued` flag the caller just set) for the
     /// thread and unparks the thread. Returns false if no thread can take
     /// it (it could not be spawned): the caller wakes the shape itself.
-    pub(crate) fn push(&self, shared: &Arc<Shared>) -> bool {
+    pub(crate) fn push(&self, shared: &Arc<T>) -> bool {
         if !self.start() {
             return false;
         }
         #[cfg(not(loom))]
         let publish = Ordering::Release;
         #[cfg(loom)]
-        let publish = match shared.fault {
-            crate::wait::Fault::PushRelaxed => Ordering::Relaxed,
-            _ => Ordering::Release,
+        let publish = if shared.push_relaxed() {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
         };
         let node = Arc::into_raw(Arc::clone(shared)).cast_mut();
         // Relaxed: the compare-and-swap below checks it.
         let mut head = self.queue.head.load(Ordering::Relaxed);
         loop {
             // Relaxed: published by the Release compare-and-swap.
-            shared.link.next.store(head, Ordering::Relaxed);
+            shared.link().next.store(head, Ordering::Relaxed);
             // Release: pairs with the thread's Acquire swap in `run` (the
             // link and the shape are visible to it).
             match self
@@ -219,7 +233,7 @@ impl WakeService {
     }
 }
 
-impl Drop for WakeService {
+impl<T: Node> Drop for WakeService<T> {
     fn drop(&mut self) {
         self.shutdown();
         #[cfg(not(loom))]
@@ -240,7 +254,7 @@ impl Drop for WakeService {
     }
 }
 
-impl Queue {
+impl<T: Node> Queue<T> {
     /// Takes the queued shapes and wakes their waiters until shut down with
     /// the queue empty.
     fn run(&self) {
@@ -267,7 +281,7 @@ impl Queue {
                 // Relaxed: written before the push's Release
                 // compare-and-swap, which the swap acquired; read before the
                 // shape's flag is cleared (the next push may rewrite it).
-                top = shared.link.next.load(Ordering::Relaxed);
+                top = shared.link().next.load(Ordering::Relaxed);
                 batch.push(shared);
             }
             #[cfg(loom)]
@@ -275,13 +289,13 @@ impl Queue {
                 .fetch_max(batch.len(), std::sync::atomic::Ordering::Relaxed);
             // Oldest first.
             for shared in batch.drain(..).rev() {
-                wake(&shared);
+                wake(&*shared);
             }
         }
     }
 }
 
-impl Drop for Queue {
+impl<T: Node> Drop for Queue<T> {
     fn drop(&mut self) {
         // Shapes pushed after the thread's last swap (none once every
         // notifier is gone, but the `Arc`s must not leak).
@@ -290,7 +304,7 @@ impl Drop for Queue {
             // SAFETY: as in `run`: from `Arc::into_raw`, owned by the stack,
             // and this is its last owner.
             let shared = unsafe { Arc::from_raw(top) };
-            top = shared.link.next.load(Ordering::Relaxed);
+            top = shared.link().next.load(Ordering::Relaxed);
         }
     }
 }
@@ -298,7 +312,7 @@ impl Drop for Queue {
 /// Wakes one shape's waiters. A waker that panics (a broken executor) must
 /// not kill the thread: every later commit's waiters would sleep on.
 #[cfg(not(loom))]
-fn wake(shared: &Shared) {
+fn wake<T: Node>(shared: &T) {
     let woken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.wake_queued()));
     if woken.is_err() {
         tracing::error!("a waker panicked while the waker thread woke a shape's waiters");
@@ -306,7 +320,7 @@ fn wake(shared: &Shared) {
 }
 
 #[cfg(loom)]
-fn wake(shared: &Shared) {
+fn wake<T: Node>(shared: &T) {
     shared.wake_queued();
 }
 

@@ -3,7 +3,7 @@
 //!
 //! A [`ShapeWriter`](crate::ShapeWriter) whose pending bytes pass
 //! [`Config::flush_bytes`](crate::Config::flush_bytes) takes the batch out
-//! of its segment ([`WriterToken::take_pending`](crate::buffer::WriterToken::take_pending),
+//! of its segment ([`WriterToken::take_pending`](crate::shape::buffer::WriterToken::take_pending),
 //! step 1 of the flush protocol) and hands it here as a [`Job`]; it keeps
 //! appending and committing while a flusher thread appends the batch to the
 //! shape's log and syncs it (step 2). The writer polls the job's [`Done`]
@@ -45,9 +45,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::durable::Durable;
 use crate::log::dir_sync::Ticket;
-use crate::log::{Appended, Durable};
-use crate::segment::Batch;
+use crate::log::Appended;
+use crate::shape::segment::Batch;
 use crate::sync::{lock, wait, AtomicBool, Condvar, Epoch, Mutex, Ordering};
 use crate::{Error, LogOffset, Result};
 

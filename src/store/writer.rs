@@ -48,15 +48,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::{debug, info_span};
 
-use crate::buffer::{Sizing, WriterToken};
+use crate::durable::Durable;
+use crate::entry::Entry;
 use crate::flush_tracker::TrackedShape;
-use crate::flusher::{Done, Job, Sink};
 use crate::id::display as display_id;
-use crate::log::{Durable, ShapeLog};
-use crate::segment::Entry;
-use crate::slot::{Open, Slot, CLOSE_BELOW};
-use crate::store::Inner;
-use crate::wait::Close;
+use crate::log::ShapeLog;
+use crate::shape::buffer::{Sizing, WriterToken};
+use crate::shape::wait::Close;
+use crate::store::flusher::{Done, Job, Sink};
+use crate::store::inner::Inner;
+use crate::store::slot::{Open, Slot, CLOSE_BELOW};
 use crate::{Error, LogOffset, Result};
 
 /// The single writer of one shape. Obtain it with

@@ -50,8 +50,9 @@ use std::sync::Arc;
 
 use tracing::{debug, trace};
 
-use crate::log::Durable;
-use crate::segment::{Batch, Entry, Segment};
+use crate::durable::Durable;
+use crate::entry::Entry;
+use crate::shape::segment::{Batch, Segment};
 use crate::sync::{Atomic, AtomicBool, AtomicU64, Epoch, Guard, Ordering, Owned, Shared};
 use crate::LogOffset;
 

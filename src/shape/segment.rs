@@ -52,8 +52,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
+use crate::entry::Entry;
 #[cfg(loom)]
 use crate::sync::exclusive_usize;
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
@@ -131,49 +130,6 @@ fn chunks_for(first: usize, end: usize) -> usize {
     match end {
         0 => 0,
         e => locate(first, e - 1).0 + 1,
-    }
-}
-
-/// One entry of a shape's log: its offset and its payload.
-///
-/// Payloads are [`Bytes`], so a read shares them with the buffer instead of
-/// copying.
-///
-/// ```
-/// use shapebuf::{Entry, LogOffset};
-/// let e = Entry::new(LogOffset::new(1, 0), "hello");
-/// assert_eq!(&e.payload[..], b"hello");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// Where the entry sits in the shape's log.
-    pub offset: LogOffset,
-    /// The entry's bytes.
-    pub payload: Bytes,
-}
-
-impl Entry {
-    /// What keeping this entry in memory costs against
-    /// `Config::retain_bytes`: its payload and its slot (so that empty
-    /// payloads cannot pile up).
-    pub(crate) fn retained_size(&self) -> usize {
-        self.payload.len() + std::mem::size_of::<Entry>()
-    }
-
-    /// Builds an entry from anything that converts into [`Bytes`].
-    pub fn new(offset: LogOffset, payload: impl Into<Bytes>) -> Self {
-        Entry {
-            offset,
-            payload: payload.into(),
-        }
-    }
-
-    /// What an unwritten slot holds (no allocation).
-    const fn placeholder() -> Self {
-        Entry {
-            offset: LogOffset::ZERO,
-            payload: Bytes::new(),
-        }
     }
 }
 

@@ -42,7 +42,7 @@
 //! on its readers (10,000 sleeping threads are tens of milliseconds of
 //! futex wakes). A commit or close that finds `count != 0` sets `queued`
 //! and, if it was clear, pushes the shape onto the store's wake queue
-//! ([`WakeService`](crate::wake::WakeService), `wake.rs`): no lock, one
+//! ([`WakeService`](crate::shape::wait::WakeService), `wake.rs`): no lock, one
 //! compare-and-swap and at most one futex wake, whatever the number of
 //! waiters. A commit that finds `queued` already set pushes nothing: the
 //! pending wake carries it. The store's waker thread (`shapebuf-wake`,
@@ -126,10 +126,13 @@ use std::task::Waker;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::shape::wake::{self, Link, Node};
 use crate::sync::{
     fence, lock, wait, AtomicBool, AtomicU32, AtomicU64, Condvar, MutexGuard, Ordering,
 };
-use crate::wake::{Link, WakeService};
+
+/// The store's waker thread, queueing shapes' waiter states.
+pub(crate) type WakeService = wake::WakeService<Shared>;
 use crate::{sync::Mutex, LogOffset};
 
 /// Why a wait for new commits returned (see
@@ -279,7 +282,7 @@ pub(crate) struct Shared {
     /// that pushes, cleared by the thread before it wakes).
     queued: AtomicBool,
     /// Its place in the waker thread's queue (see `wake.rs`).
-    pub(crate) link: Link,
+    pub(crate) link: Link<Shared>,
     #[cfg(loom)]
     pub(crate) fault: Fault,
 }
@@ -614,6 +617,21 @@ impl Waiters {
     }
 }
 
+impl Node for Shared {
+    fn link(&self) -> &Link<Shared> {
+        &self.link
+    }
+
+    fn wake_queued(&self) {
+        Shared::wake_queued(self);
+    }
+
+    #[cfg(loom)]
+    fn push_relaxed(&self) -> bool {
+        matches!(self.fault, Fault::PushRelaxed)
+    }
+}
+
 impl Shared {
     /// The waker thread's step for one queued shape: clear `queued`, then
     /// wake every waiter (module docs, Orderings: the hand-off).
@@ -818,9 +836,9 @@ impl<W: Watch> Drop for WaitFuture<W> {
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_model {
+    use super::WakeService;
     use super::{wait_since, Close, Waiters, Watch};
     use crate::sync::{AtomicBool, AtomicU64, Ordering};
-    use crate::wake::WakeService;
     use crate::LogOffset;
     use std::sync::Arc;
     use std::time::Duration;

@@ -1,0 +1,504 @@
+//! The store: opens a directory, finds its shapes, and hands out writers,
+//! handles and reads.
+//!
+//! # Shape ids and file names
+//!
+//! Shape ids are untrusted bytes (any length up to
+//! [`MAX_ID`](crate::MAX_ID), `/`, `..`, NUL, non-UTF-8). They never become
+//! part of a path: a shape's files are named by a *stem*
+//! `<fnv-1a-64 hex>-<n>`, with `n` the smallest number no other shape uses,
+//! and the id itself is stored in every file header. Two ids with the same
+//! hash get different stems.
+//!
+//! # Many shapes
+//!
+//! Opening lists the directory and reads no file ([`log::catalog`]); a
+//! shape is found by its id the first time someone asks for it (the header
+//! of each listed file with the id's hash is read: almost always one), and
+//! recovered the first time it is read or written (`slot.rs`). Files are
+//! opened through one bounded descriptor cache
+//! ([`Config::max_open_files`]). A new shape creates no file until its
+//! first flush.
+//!
+//! # Layout
+//!
+//! `<dir>/shapes/<stem>.<start>.log`, and `<dir>/LOCK`, locked while the
+//! store lives so that one directory has one store at a time (see
+//! docs/format.md).
+
+mod config;
+mod disk;
+pub(crate) mod flusher;
+mod handle;
+pub(crate) mod inner;
+pub(crate) mod registry;
+pub(crate) mod slot;
+pub(crate) mod writer;
+
+pub use config::Config;
+pub use handle::ShapeHandle;
+pub use inner::Removed;
+use inner::{Inner, Pinned};
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::info;
+
+use crate::flush_tracker::FlushTracker;
+use crate::fs::{Fs, RealFs};
+use crate::id;
+use crate::log::catalog::Listing;
+use crate::log::{self, LogConfig, LogCtx};
+use crate::shape::buffer::Reclaim;
+use crate::shape::reader::ReadOutcome;
+use crate::shape::wait::WaitOutcome;
+use crate::shape::wait::WakeService;
+use crate::store::registry::{share, Registry};
+use crate::store::slot::{Env, Idle};
+use crate::sync::Epoch;
+use crate::{Error, LogOffset, Result};
+use writer::ShapeWriter;
+
+/// A directory of shape logs with their in-memory buffers.
+///
+/// Cheap to clone (shared); `Send + Sync`.
+///
+/// ```
+/// # fn main() -> shapebuf::Result<()> {
+/// use shapebuf::{LogOffset, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path())?;
+/// let mut w = store.writer("shape-1")?;
+/// w.append(LogOffset::new(1, 0), "insert")?;
+/// w.commit()?;
+/// let read = store.read("shape-1", LogOffset::ZERO, LogOffset::MAX)?;
+/// assert_eq!(&read.entries[0].payload[..], b"insert");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.env.log.dir)
+            .field("shapes", &self.shape_count())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` with default settings.
+    /// Lists the directory and reads no log: each shape is recovered when
+    /// first used.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, Config::default())
+    }
+
+    /// Opens the store in `dir` with `config`.
+    pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        Store::open_with_fs(dir, config, Arc::new(RealFs))
+    }
+
+    /// Opens the store in `dir` with `config`, doing all file I/O through
+    /// `fs` (for fault injection and simulated power loss).
+    pub fn open_with_fs(
+        dir: impl AsRef<Path>,
+        mut config: Config,
+        fs: Arc<dyn Fs>,
+    ) -> Result<Store> {
+        config.max_payload = config.max_payload.min(log::record::MAX_PAYLOAD);
+        config.segment_capacity = config.segment_capacity.max(1);
+        // A writer counts pending bytes in a `u32` (saturating).
+        config.flush_bytes = config.flush_bytes.min(u32::MAX as usize);
+        config.max_pending_bytes = config
+            .max_pending_bytes
+            .max(config.flush_bytes)
+            .min(u32::MAX as usize);
+        config.max_open_files = config.max_open_files.max(1);
+        let top = dir.as_ref();
+        let dir = top.join("shapes");
+        fs.create_dir_all(&dir)
+            .map_err(Error::io("create directory", &dir))?;
+        // One store per directory: a second one (another process, or a
+        // restart whose predecessor still runs) would interleave its writes
+        // with ours in the same logs.
+        let lock_path = top.join("LOCK");
+        let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked(top.to_path_buf()),
+            _ => Error::io("lock", &lock_path)(e),
+        })?;
+        if let Some(parent) = dir.parent() {
+            fs.sync_dir(parent)
+                .map_err(Error::io("sync directory", parent))?;
+        }
+        let lcfg = LogConfig {
+            file_bytes: config.file_bytes,
+            index_interval: config.index_interval,
+        };
+        let ctx = Arc::new(LogCtx::new(dir, lcfg, fs, config.max_open_files));
+        let mut listing = Listing::default();
+        ctx.fs()
+            .list(&ctx.dir, &mut |name| {
+                ctx.catalog.add_listed(name, &mut listing)
+            })
+            .map_err(Error::io("list", &ctx.dir))?;
+        log::finish_removals(&ctx, &listing.tombstones)?;
+        let flush_threads = config.flush_threads;
+        let epoch = Epoch::new();
+        let inner = Arc::new(Inner {
+            _lock: lock,
+            config,
+            registry: Registry::new(),
+            flusher: crate::store::flusher::Flusher::new(flush_threads, epoch.clone()),
+            env: Env {
+                log: ctx,
+                reclaim: Reclaim::new(epoch),
+                deferred: Arc::default(),
+            },
+            tracker: FlushTracker::new(),
+            wake: WakeService::new(),
+            idle: Idle::default(),
+            started: Instant::now(),
+        });
+        info!(dir = %inner.env.log.dir.display(), shapes = listing.stems, "store opened");
+        Ok(Store { inner })
+    }
+
+    /// The writer of shape `id`, creating the shape if it is new (no file
+    /// until its first flush). A shape has at most one live writer: a second
+    /// call while the first lives is [`Error::WriterActive`]. A writer of a
+    /// terminated shape continues its log after the last committed entry. A
+    /// shape whose files failed verification answers
+    /// [`Error::Corrupt`] (see [`Store::corrupt_shapes`]).
+    pub fn writer(&self, id: impl AsRef<[u8]>) -> Result<ShapeWriter> {
+        let id = id.as_ref();
+        id::check(id)?;
+        let slot = self.inner.slot(id, true)?;
+        let env = &self.inner.env;
+        loop {
+            slot.open(env)?;
+            let guard = env.epoch().pin();
+            let Some(open) = slot.get_arc(&guard) else {
+                continue;
+            };
+            drop(guard);
+            let token = slot
+                .claim(&open)
+                .ok_or_else(|| Error::WriterActive(id::display(id)))?;
+            // Still the published state? A terminate (or an idle closer)
+            // that closed it held the claim until after it did, so after
+            // our claim this tells.
+            if !slot.is_current(&open, &env.epoch().pin()) {
+                continue;
+            }
+            return ShapeWriter::open(Arc::clone(&self.inner), slot, token);
+        }
+    }
+
+    /// A handle on shape `id` that reads without a registry lookup and stays
+    /// valid across terminate and restart of the shape.
+    pub fn handle(&self, id: impl AsRef<[u8]>) -> Result<ShapeHandle> {
+        let slot = self.inner.slot(id.as_ref(), false)?;
+        Ok(ShapeHandle {
+            inner: Arc::clone(&self.inner),
+            slot,
+        })
+    }
+
+    /// The committed entries of shape `id` with offsets in `(after, upto]`,
+    /// in order. An unknown shape is [`Error::UnknownShape`].
+    pub fn read(
+        &self,
+        id: impl AsRef<[u8]>,
+        after: LogOffset,
+        upto: LogOffset,
+    ) -> Result<ReadOutcome> {
+        let id = id.as_ref();
+        if upto <= after {
+            // Still an error for an unknown shape.
+            self.inner.slot(id, false)?;
+            return Ok(ReadOutcome::default());
+        }
+        let guard = self.inner.env.epoch().pin();
+        let pinned = self
+            .inner
+            .registry
+            .find(id, &guard)
+            .and_then(|slot| slot.get(&guard))
+            .map(|open| Pinned::read(open, after, upto, &guard));
+        drop(guard);
+        if let Some(p) = pinned {
+            return p.finish(after, upto);
+        }
+        let slot = self.inner.slot(id, false)?;
+        self.inner.read_slot(&slot, after, upto)
+    }
+
+    /// Blocks until shape `id` has a committed entry past `after`, its
+    /// writer goes away, or `timeout` passes: [`ShapeHandle::wait_for`]
+    /// after a lookup. An unknown shape is [`Error::UnknownShape`].
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use std::time::Duration;
+    /// use shapebuf::{LogOffset, Store, WaitOutcome};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// let out = store.wait_for("s", LogOffset::ZERO, Duration::from_millis(1))?;
+    /// assert_eq!(out, WaitOutcome::TimedOut);
+    /// w.append(LogOffset::new(1, 0), "x")?;
+    /// w.commit()?;
+    /// let out = store.wait_for("s", LogOffset::ZERO, Duration::from_secs(5))?;
+    /// assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for(
+        &self,
+        id: impl AsRef<[u8]>,
+        after: LogOffset,
+        timeout: Duration,
+    ) -> Result<WaitOutcome> {
+        Ok(self.handle(id)?.wait_for(after, timeout))
+    }
+
+    /// The async form of [`Store::wait_for`] (feature `tokio`; the timeout
+    /// runs on tokio's timer). The lookup happens at the call; the future
+    /// is `'static`, `Send` and cancel-safe.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> shapebuf::Result<()> {
+    /// use std::time::Duration;
+    /// use shapebuf::{LogOffset, Store, WaitOutcome};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// w.append(LogOffset::new(1, 0), "x")?;
+    /// w.commit()?;
+    /// let out = store.wait_for_async("s", LogOffset::ZERO, Duration::from_secs(5)).await?;
+    /// assert_eq!(out, WaitOutcome::Committed(LogOffset::new(1, 0)));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn wait_for_async(
+        &self,
+        id: impl AsRef<[u8]>,
+        after: LogOffset,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<WaitOutcome>> + Send + 'static {
+        let wait = self.handle(id).map(|h| h.wait_for_async(after, timeout));
+        async move { Ok(wait?.await) }
+    }
+
+    /// Whether shape `id` is known (created, or on disk). May read the
+    /// header of the shape's first file, the first time.
+    pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
+        self.inner.slot(id.as_ref(), false).is_ok()
+    }
+
+    /// The number of known shapes (found on disk at open, or created since),
+    /// without reading any file.
+    pub fn shape_count(&self) -> usize {
+        self.inner.registry.len() + self.inner.env.log.catalog.unresolved()
+    }
+
+    /// The ids of every known shape. Reads the header of every shape's
+    /// first file not read yet: one small read per shape found on disk.
+    pub fn shapes(&self) -> Result<Vec<Bytes>> {
+        let ctx = &self.inner.env.log;
+        for (stem, files) in ctx.catalog.all_unresolved() {
+            self.inner.resolve(stem, &files, None)?;
+        }
+        let mut v = Vec::new();
+        let guard = self.inner.env.epoch().pin();
+        self.inner
+            .registry
+            .for_each(&guard, |s| v.push(Bytes::copy_from_slice(&s.id)));
+        Ok(v)
+    }
+
+    /// The shapes found quarantined so far: their files failed verification
+    /// beyond what tail repair may fix (damage to acknowledged data), so
+    /// they answer [`Error::Corrupt`] while every other shape serves on;
+    /// [`Store::remove`] resets one. A shape is verified when first used
+    /// (reads and writers), so a store opened just now lists none:
+    /// [`Store::verify_all`] uses every shape first.
+    pub fn corrupt_shapes(&self) -> Vec<(Bytes, Error)> {
+        let mut v = Vec::new();
+        let guard = self.inner.env.epoch().pin();
+        self.inner.registry.for_each(&guard, |s| {
+            if let Some(e) = s.quarantined() {
+                v.push((Bytes::copy_from_slice(&s.id), e));
+            }
+        });
+        v
+    }
+
+    /// Recovers every shape not recovered yet (reading every log: what
+    /// opening a store did before recovery became lazy), so that
+    /// [`Store::corrupt_shapes`] lists every damaged shape whose id can be
+    /// read. Returns how many shapes are damaged: those, and those whose
+    /// first file's header (where the id is stored) is damaged, which are
+    /// named by path in a `tracing` error each (looking one up by its id
+    /// quarantines it under that id; [`Store::remove`] of the id resets
+    /// it). I/O errors other than damage are returned.
+    pub fn verify_all(&self) -> Result<usize> {
+        let env = &self.inner.env;
+        // A stem whose first header is damaged has no readable id: it is
+        // quarantined under an id when that id is looked up (its hash
+        // matches the stem's); here it is counted and named by its path.
+        let mut unreadable = 0;
+        for (stem, files) in env.log.catalog.all_unresolved() {
+            let mut damaged = None;
+            // An empty id is never a shape's (`id::check`): no match, the
+            // damage recorded.
+            self.inner
+                .resolve(stem, &files, Some((&[], &mut damaged)))?;
+            if let Some((_, _, path, detail)) = damaged {
+                unreadable += 1;
+                tracing::error!(
+                    path = %path.display(),
+                    %detail,
+                    "a shape's files are damaged where its id is stored; looking it up by id \
+                     quarantines it (Store::remove of that id resets it)"
+                );
+            }
+        }
+        let mut slots = Vec::new();
+        let guard = env.epoch().pin();
+        self.inner
+            .registry
+            .for_each(&guard, |s| slots.push(share(s)));
+        drop(guard);
+        for s in &slots {
+            match self.inner.open_for_read(s) {
+                Ok(()) | Err(Error::Corrupt { .. } | Error::ShapeRemoved(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.corrupt_shapes().len() + unreadable)
+    }
+
+    /// Removes shape `id`: unpublishes it, makes the removal durable (a
+    /// tombstone file, if the shape has files), and deletes its files once
+    /// the reads in flight that use them are done (at once, usually).
+    ///
+    /// Refuses with [`Error::WriterActive`] while a live writer owns the
+    /// shape (its owner removes it with [`ShapeWriter::remove`]); a shape
+    /// whose writer was dropped without terminating is removed with what
+    /// that writer committed and did not flush. Works on a quarantined
+    /// shape (that is how a host resets one).
+    ///
+    /// Reads already under way finish exactly (the epoch keeps the memory
+    /// they use, and a file is deleted only after its last reader is done);
+    /// later reads, and every use of a [`ShapeHandle`] of the shape, get
+    /// [`Error::ShapeRemoved`]; waits end with [`WaitOutcome::Removed`]. A
+    /// new shape with the same id can be created at once and starts empty;
+    /// handles of the old one never see its data. A crash at any point
+    /// leaves, after a restart, either the whole shape or none of it.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use shapebuf::{Error, LogOffset, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// w.append(LogOffset::new(1, 0), "old")?;
+    /// w.commit()?;
+    /// let h = store.handle("s")?;
+    /// assert!(matches!(store.remove("s"), Err(Error::WriterActive(_))));
+    /// w.terminate()?;
+    /// assert!(store.remove("s")?.had_files);
+    /// assert!(matches!(h.read(LogOffset::ZERO, LogOffset::MAX), Err(Error::ShapeRemoved(_))));
+    /// assert!(matches!(store.read("s", LogOffset::ZERO, LogOffset::MAX), Err(Error::UnknownShape(_))));
+    /// let mut w = store.writer("s")?; // a new shape, empty
+    /// w.append(LogOffset::new(1, 0), "new")?;
+    /// w.commit()?;
+    /// assert_eq!(&store.read("s", LogOffset::ZERO, LogOffset::MAX)?.entries[0].payload[..], b"new");
+    /// # Ok(()) }
+    /// ```
+    pub fn remove(&self, id: impl AsRef<[u8]>) -> Result<Removed> {
+        let slot = self.inner.slot(id.as_ref(), false)?;
+        self.inner.remove(&slot, None)
+    }
+
+    /// Log files open now (at most [`Config::max_open_files`]).
+    pub fn open_files(&self) -> usize {
+        self.inner.env.log.descriptors.open_now()
+    }
+
+    /// The most log files that were open at once since the store opened.
+    pub fn peak_open_files(&self) -> usize {
+        self.inner.env.log.descriptors.peak()
+    }
+
+    /// Bytes of retired segments that the epoch collector has not freed yet:
+    /// they wait for readers pinned before their retirement to unpin, for
+    /// their writer thread to hand them over (per 64 KiB retired, or on
+    /// [`ShapeWriter::tick`]), and for a collection (each thread runs one
+    /// every 128 pins; [`Store::collect`] runs one now).
+    pub fn retired_bytes(&self) -> u64 {
+        self.inner.env.reclaim.retired.get()
+    }
+
+    /// Runs pending epoch reclamation on this thread (it also runs on its
+    /// own as threads pin), after handing over the segments this thread
+    /// retired (writers hand them over per 64 KiB, and on
+    /// [`ShapeWriter::tick`]).
+    pub fn collect(&self) {
+        let epoch = &self.inner.env.epoch();
+        let guard = epoch.pin();
+        epoch.hand_off(&guard);
+        guard.flush();
+    }
+
+    /// The store's flush tracker: its writers report flushes, terminates and
+    /// drops to it; the host feeds it its transaction commits and reads the
+    /// global durable offset from it. Call each touched writer's
+    /// [`commit`](ShapeWriter::commit) before the tracker's commit; the
+    /// offset moves once the writers' commits are flushed.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use shapebuf::{LogOffset, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let tracker = store.flush_tracker();
+    /// let mut w = store.writer("s")?;
+    /// let mut tx = tracker.transaction();
+    /// w.append(LogOffset::new(1, 3), "x")?;
+    /// tx.received("s", LogOffset::new(1, 3));
+    /// w.commit()?;
+    /// tx.commit(LogOffset::new(1, 8))?;
+    /// assert_eq!(tracker.global(), LogOffset::ZERO);
+    /// w.flush()?;
+    /// assert_eq!(tracker.global(), LogOffset::new(1, 8));
+    /// # Ok(()) }
+    /// ```
+    pub fn flush_tracker(&self) -> &FlushTracker {
+        &self.inner.tracker
+    }
+
+    /// The directory the shape logs live in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.env.log.dir
+    }
+}
+
+// Here rather than in handle.rs: the handle names no `Store`, so the
+// imports between the store's files run one way (mod -> handle -> inner).
+impl ShapeHandle {
+    /// The store this handle belongs to.
+    pub fn store(&self) -> Store {
+        Store {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
