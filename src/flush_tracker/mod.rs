@@ -76,6 +76,16 @@
 //! reference released at once) and `front`: never a range iteration, whose
 //! references crossbeam-skiplist 0.1.3 leaks (crossbeam issue 1178).
 //!
+//! # Files
+//!
+//! This file is the public face ([`FlushTracker`]); `tracked.rs` holds the
+//! per-shape handle and the commit in progress, `model.rs` the shared state
+//! and the advance, `pending.rs` the pending set, `events.rs` what
+//! subscribers receive. Imports run one way: `mod.rs` -> `tracked.rs` ->
+//! `model.rs` -> `pending.rs`, `events.rs`. The tracker imports no layer of
+//! the crate (only `id`, `sync`, `offset`, `error`): a host may use it
+//! without a store.
+//!
 //! # Invariants
 //!
 //! 1. A hold's `waiting` is the number of FIFO entries that refer to it,

@@ -33,6 +33,15 @@
 //!   [`Error::OffsetCollected`] instead of being answered with a gap.
 //! - A failed write or sync poisons the log: nothing more is appended until
 //!   the shape is recovered again, and the durable counts do not move.
+//!
+//! # The layer
+//!
+//! `log/` is the disk side: one shape's files, their records, recovery, the
+//! catalog of stems, the descriptor cache and grouped directory syncs. It
+//! may import only the shared vocabulary at the crate root (`entry`,
+//! `durable`, `offset`, `error`, `id`, `sync`, `fs`): nothing of `shape/`
+//! (the memory side), `store/` or the flush tracker. `tests/layering.rs`
+//! checks this.
 
 pub(crate) mod catalog;
 mod ctx;

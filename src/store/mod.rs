@@ -20,6 +20,15 @@
 //! ([`Config::max_open_files`]). A new shape creates no file until its
 //! first flush.
 //!
+//! # The layer
+//!
+//! `store/` composes the memory side (`shape/`) and the disk side (`log/`)
+//! with the flush tracker: it may import all of them and the shared
+//! vocabulary, and nothing imports it but `lib.rs`. Inside it, imports run
+//! `mod.rs` (Store) -> `handle.rs`, `writer.rs` -> `inner.rs` (the shared
+//! core every Store, writer and handle holds) -> `slot.rs`, `registry.rs`,
+//! `flusher.rs`; `disk.rs` gives the reader its disk.
+//!
 //! # Layout
 //!
 //! `<dir>/shapes/<stem>.<start>.log`, and `<dir>/LOCK`, locked while the
