@@ -25,7 +25,7 @@ pub struct Config {
     /// about twice this. A writer that does not outrun its disk never
     /// gets near it: it hands over a batch every `flush_bytes`.
     pub max_pending_bytes: usize,
-    /// [`ShapeWriter::tick`] flushes pending data this long after the last
+    /// [`ShapeWriter::tick`](crate::ShapeWriter::tick) flushes pending data this long after the last
     /// flush (default 1 s).
     pub flush_interval: Duration,
     /// Entries a fresh in-memory segment has room for before it grows
@@ -54,7 +54,7 @@ pub struct Config {
     /// Threads per store that write and sync flush batches off the writers'
     /// threads (default 2; started when first needed). With 0, a batch is
     /// written on the writer's thread when it is handed over, as an explicit
-    /// [`ShapeWriter::flush`] is: the order of file operations is then
+    /// [`ShapeWriter::flush`](crate::ShapeWriter::flush) is: the order of file operations is then
     /// deterministic (the crash-point tests rely on it).
     pub flush_threads: usize,
     /// The largest payload `append` accepts (default 16 MiB, at most

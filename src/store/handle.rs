@@ -225,7 +225,7 @@ impl ShapeHandle {
     /// kept). Returns how many were removed. Safe while readers read and the
     /// writer writes: a read already under way finishes from the files it
     /// resolved; a read that starts later and needs a removed entry gets
-    /// [`Error::OffsetCollected`] naming the earliest offset still
+    /// [`Error::OffsetCollected`](crate::Error::OffsetCollected) naming the earliest offset still
     /// available, never a partial answer.
     ///
     /// ```
