@@ -355,7 +355,7 @@ impl FlushJob {
     /// Writes the batch and reports the result to its [`InFlight`]
     /// (`Job::run`, as a flusher thread does).
     pub fn run(self) {
-        self.0.run();
+        self.0.run(&Default::default());
     }
 }
 

@@ -272,7 +272,6 @@ impl Buffer {
     }
 
     /// Entries `[0, persisted)` are durable.
-    #[cfg(loom)]
     pub(crate) fn persisted(&self) -> u64 {
         // Acquire: pairs with the Release store in
         // `WriterToken::publish_persisted`.

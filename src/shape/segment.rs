@@ -628,6 +628,21 @@ impl Segment {
         self.len.load(Ordering::Acquire)
     }
 
+    /// What the published part of this segment holds in memory: the
+    /// segment, its directory, its slots and the payloads of its published
+    /// entries (an estimate: a chunk shared with a retired segment counts
+    /// here too). Any thread; O(published entries).
+    pub(crate) fn resident_bytes(&self) -> usize {
+        let slots = self.published(usize::MAX);
+        std::mem::size_of::<Self>()
+            + self.dir.len() * std::mem::size_of::<DirEntry>()
+            + self.capacity().min(slots.len + self.skip()) * std::mem::size_of::<Entry>()
+            + slots
+                .iter(0..slots.len)
+                .map(|e| e.payload.len())
+                .sum::<usize>()
+    }
+
     /// The number of written entries as the writer knows it. Relaxed: only
     /// the writer stores `len`, and it reads its own store.
     pub(crate) fn writer_len(&self) -> usize {

@@ -45,6 +45,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::stats::Counters;
 use crate::durable::Durable;
 use crate::log::dir_sync::Ticket;
 use crate::log::Appended;
@@ -97,20 +98,31 @@ impl Job {
 
     /// Writes and syncs the batch, waits for its directory entry if it
     /// created a file, and reports the result.
-    pub(crate) fn run(self) {
-        let written = self.write();
+    pub(crate) fn run(self, counters: &Counters) {
+        let written = self.write(counters);
         written.finish();
     }
 
     /// Step one of a job: the append and its sync.
-    fn write(self) -> Written {
+    fn write(self, counters: &Counters) -> Written {
         let Job {
             sink,
             pending,
             commit,
             done,
         } = self;
+        let started = std::time::Instant::now();
         let out = guarded(|| sink.append(&pending, commit));
+        let took = started.elapsed();
+        let bytes: u64 = pending.iter().map(|e| e.payload.len() as u64).sum();
+        counters.record(out.is_ok(), bytes, took);
+        tracing::debug!(
+            entries = pending.len(),
+            bytes,
+            took_us = took.as_micros() as u64,
+            ok = out.is_ok(),
+            "flush batch written and synced"
+        );
         Written { sink, out, done }
     }
 }
@@ -209,6 +221,8 @@ impl Done {
 struct Queue {
     state: Mutex<State>,
     cond: Condvar,
+    /// Flushes, bytes, latency and errors, for [`Store::stats`](crate::Store::stats).
+    counters: Counters,
 }
 
 #[derive(Default)]
@@ -229,6 +243,11 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
+    /// The flush counters, for a stats snapshot.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.queue.counters
+    }
+
     pub(crate) fn new(max: usize, epoch: Epoch) -> Self {
         Flusher {
             queue: Arc::default(),
@@ -242,7 +261,7 @@ impl Flusher {
     /// maximum run), or runs it now when there are to be none.
     pub(crate) fn submit(&self, job: Job) {
         if self.max == 0 {
-            job.run();
+            job.run(&self.queue.counters);
             return;
         }
         {
@@ -257,7 +276,7 @@ impl Flusher {
                     Err(e) if threads.is_empty() => {
                         tracing::warn!(error = %e, "no flusher thread: flushing on the writer's thread");
                         drop(threads);
-                        job.run();
+                        job.run(&self.queue.counters);
                         return;
                     }
                     Err(_) => {}
@@ -290,7 +309,7 @@ fn run(queue: &Queue, epoch: &Epoch, threads: usize) {
         };
         // Every batch written and synced first, then the directory waits:
         // one directory sync covers every file this batch created.
-        let written: Vec<Written> = jobs.into_iter().map(Job::write).collect();
+        let written: Vec<Written> = jobs.into_iter().map(|j| j.write(&queue.counters)).collect();
         for w in written {
             w.finish();
         }
