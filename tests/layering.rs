@@ -412,8 +412,10 @@ fn levels(graph: &BTreeMap<String, BTreeSet<String>>) -> usize {
 fn layers_import_one_way_and_no_file_imports_in_a_circle() {
     // SHAPEBUF_LAYERING_SRC points the check at another tree (an old
     // checkout's src/, to compare the counts).
-    let src = std::env::var_os("SHAPEBUF_LAYERING_SRC")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), Into::into);
+    let src = std::env::var_os("SHAPEBUF_LAYERING_SRC").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        Into::into,
+    );
     let tree = load(&src);
     let g = graph(&tree);
     let edges: usize = g.values().map(BTreeSet::len).sum();

@@ -24,6 +24,7 @@
 
 pub(crate) mod buffer;
 pub(crate) mod lazy;
+pub(crate) mod once_arc;
 pub(crate) mod reader;
 pub(crate) mod segment;
 pub(crate) mod wait;

@@ -199,7 +199,7 @@ impl ShapeHandle {
         after: LogOffset,
         timeout: Duration,
     ) -> impl std::future::Future<Output = WaitOutcome> + Send + 'static {
-        let wait = wait::WaitFuture::new(self.clone(), after);
+        let wait = wait::future::WaitFuture::new(self.clone(), after);
         async move {
             tokio::time::timeout(timeout, wait)
                 .await

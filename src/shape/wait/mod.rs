@@ -115,17 +115,12 @@
 //! terminate has seen every commit made before it, so a close is never
 //! reported while a commit past `after` was visible.
 
-#[cfg(feature = "tokio")]
-use std::future::Future;
-#[cfg(feature = "tokio")]
-use std::pin::Pin;
 use std::sync::Arc;
 #[cfg(feature = "tokio")]
 use std::task::Waker;
-#[cfg(feature = "tokio")]
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::shape::once_arc::OnceArc;
 use crate::shape::wake::{self, Link, Node};
 use crate::sync::{
     fence, lock, wait, AtomicBool, AtomicU32, AtomicU64, Condvar, MutexGuard, Ordering,
@@ -478,90 +473,6 @@ impl Waiters {
     }
 }
 
-/// An `Arc<T>` set once: `OnceLock<Arc<T>>` in 8 bytes instead of 16 (every
-/// shape's slot has one, and most never get a waiter).
-struct OnceArc<T>(std::sync::atomic::AtomicPtr<T>);
-
-impl<T> Default for OnceArc<T> {
-    fn default() -> Self {
-        OnceArc(std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()))
-    }
-}
-
-impl<T> OnceArc<T> {
-    /// The raw pointer (null if unset). Acquire: pairs with the Release of
-    /// the setting CAS, so the value is seen whole.
-    fn load(&self) -> *const T {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The value, if set.
-    fn get(&self) -> Option<&T> {
-        // SAFETY: a non-null pointer came from `Arc::into_raw` and `self`
-        // owns that reference until it drops; the result borrows `self`.
-        unsafe { self.load().as_ref() }
-    }
-
-    /// A new owning reference to the value, if set.
-    fn get_arc(&self) -> Option<Arc<T>> {
-        // The raw pointer itself, not one derived from a `&T`: the count
-        // sits before the value, outside a reference's provenance (Miri,
-        // Stacked Borrows).
-        let v = self.load();
-        if v.is_null() {
-            return None;
-        }
-        // SAFETY: `v` came from `Arc::into_raw`, and `self` holds that
-        // reference (count >= 1) while we borrow it.
-        unsafe {
-            Arc::increment_strong_count(v);
-            Some(Arc::from_raw(v))
-        }
-    }
-
-    /// The value, setting it with `make` if unset (a racing loser's value
-    /// is dropped).
-    fn get_or_init(&self, make: impl FnOnce() -> Arc<T>) -> &T {
-        if let Some(v) = self.get() {
-            return v;
-        }
-        let mine = Arc::into_raw(make()).cast_mut();
-        // AcqRel: Release publishes the value (pairs with `get`'s Acquire);
-        // Acquire on failure sees the winner's.
-        if self
-            .0
-            .compare_exchange(
-                std::ptr::null_mut(),
-                mine,
-                std::sync::atomic::Ordering::AcqRel,
-                std::sync::atomic::Ordering::Acquire,
-            )
-            .is_err()
-        {
-            // SAFETY: `mine` came from `Arc::into_raw` above and was not
-            // published.
-            drop(unsafe { Arc::from_raw(mine) });
-        }
-        self.get().expect("set above or by the winner")
-    }
-}
-
-impl<T> Drop for OnceArc<T> {
-    fn drop(&mut self) {
-        let p = *self.0.get_mut();
-        if !p.is_null() {
-            // SAFETY: the `Arc::into_raw` pointer `self` owns.
-            drop(unsafe { Arc::from_raw(p) });
-        }
-    }
-}
-
-// SAFETY: an `OnceArc<T>` is an `Arc<T>` (shared across threads): as
-// `Arc<T>`, it needs `T: Send + Sync`.
-unsafe impl<T: Send + Sync> Send for OnceArc<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send + Sync> Sync for OnceArc<T> {}
-
 // One pointer: what every shape's slot pays for a feature most never use.
 const _: () = assert!(std::mem::size_of::<OnceArc<Shared>>() == 8);
 
@@ -750,210 +661,12 @@ fn relock_timeout<'a, T, R>(r: std::sync::LockResult<(MutexGuard<'a, T>, R)>) ->
 /// The async wait: resolves like [`wait_for`] without a timeout (the caller
 /// adds one). Cancel-safe: dropping it deregisters.
 #[cfg(feature = "tokio")]
-pub(crate) struct WaitFuture<W: Watch> {
-    watch: W,
-    after: LogOffset,
-    gen0: u32,
-    /// The slab key while registered.
-    key: Option<usize>,
-}
-
-#[cfg(feature = "tokio")]
-impl<W: Watch> WaitFuture<W> {
-    /// A wait for a commit past `after`; closes count from now.
-    pub(crate) fn new(watch: W, after: LogOffset) -> Self {
-        let gen0 = watch.waiters().generation();
-        WaitFuture {
-            watch,
-            after,
-            gen0,
-            key: None,
-        }
-    }
-
-    fn deregister(&mut self) {
-        if let Some(key) = self.key.take() {
-            let waiters = self.watch.waiters();
-            if let Some(shared) = waiters.shared.get() {
-                lock(&shared.state).wakers.remove(key);
-            }
-            waiters.deregister();
-        }
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl<W: Watch + Unpin> Future for WaitFuture<W> {
-    type Output = WaitOutcome;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WaitOutcome> {
-        let this = self.get_mut();
-        let waiters = this.watch.waiters();
-        let shared = match this.key {
-            Some(_) => match waiters.shared.get() {
-                Some(s) => s,
-                None => unreachable!("registered without shared state"),
-            },
-            None => {
-                // Fast path: no registration when there is something to
-                // read already or the shape is dead.
-                if let Some(out) = waiters.check(&this.watch, this.after, this.gen0) {
-                    return Poll::Ready(out);
-                }
-                let shared = waiters.shared();
-                this.key = Some(lock(&shared.state).wakers.insert());
-                waiters.register(this.watch.wake_service())
-            }
-        };
-        loop {
-            // Acquire: pairs with the Release bump in `Shared::wake_all`.
-            let seen = shared.seq.load(Ordering::Acquire);
-            if let Some(out) = waiters.check(&this.watch, this.after, this.gen0) {
-                this.deregister();
-                return Poll::Ready(out);
-            }
-            let mut st = lock(&shared.state);
-            // Relaxed: `seq` only changes under the mutex we hold.
-            if shared.seq.load(Ordering::Relaxed) == seen {
-                if let Some(key) = this.key {
-                    st.wakers.set(key, cx.waker());
-                }
-                return Poll::Pending;
-            }
-        }
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl<W: Watch> Drop for WaitFuture<W> {
-    fn drop(&mut self) {
-        self.deregister();
-    }
-}
-
+pub(crate) mod future;
 /// The waiter protocol on its own, for the loom model in
 /// `loom-tests/tests/wake.rs` (compiled only under `cfg(loom)`).
 #[cfg(loom)]
 #[doc(hidden)]
-pub mod loom_model {
-    use super::WakeService;
-    use super::{wait_since, Close, Waiters, Watch};
-    use crate::sync::{AtomicBool, AtomicU64, Ordering};
-    use crate::LogOffset;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    pub use super::{Fault, WaitOutcome};
-
-    /// A shape reduced to what a wait touches: the committed watermark
-    /// (written as `WriterToken::commit` does), the shipping [`Waiters`],
-    /// and the shipping waker service (one per shape here, one per store in
-    /// production), whose thread the model runs with [`Shape::run_waker`].
-    pub struct Shape {
-        committed: AtomicU64,
-        live: AtomicBool,
-        waiters: Waiters,
-        wake: Arc<WakeService>,
-    }
-
-    impl Shape {
-        /// Nothing committed, no waiter, `fault` injected.
-        pub fn new(fault: Fault) -> Shape {
-            Shape::with_service(fault, Arc::new(WakeService::new()))
-        }
-
-        /// Another shape of the same store: it shares this one's waker
-        /// thread and queue.
-        pub fn sibling(&self, fault: Fault) -> Shape {
-            Shape::with_service(fault, Arc::clone(&self.wake))
-        }
-
-        fn with_service(fault: Fault, wake: Arc<WakeService>) -> Shape {
-            Shape {
-                committed: AtomicU64::new(0),
-                live: AtomicBool::new(true),
-                waiters: Waiters {
-                    fault,
-                    ..Waiters::default()
-                },
-                wake,
-            }
-        }
-
-        /// Commits up to transaction `tx`: the buffer's Release store of the
-        /// watermark, then the writer's hook.
-        pub fn commit(&self, tx: u64) {
-            self.committed.store(tx, Ordering::Release);
-            self.waiters.notify_commit(&self.wake);
-        }
-
-        /// How the waits and wakes went: `(registrations, sleeps, hand-offs
-        /// skipped because the shape was queued already)`.
-        pub fn trace(&self) -> (usize, usize, usize) {
-            let t = &self.waiters.trace;
-            (
-                t.0.load(std::sync::atomic::Ordering::Relaxed),
-                t.1.load(std::sync::atomic::Ordering::Relaxed),
-                t.2.load(std::sync::atomic::Ordering::Relaxed),
-            )
-        }
-
-        /// The most shapes the waker thread took off its queue at once.
-        pub fn max_batch(&self) -> usize {
-            self.wake.max_batch()
-        }
-
-        /// Terminate: the buffer's Release unpublish of the segment, then
-        /// the writer's hook.
-        pub fn terminate(&self) {
-            self.live.store(false, Ordering::Release);
-            self.waiters.close(Close::Terminated, &self.wake);
-        }
-
-        /// The close generation now: a wait given it reports every later
-        /// close.
-        pub fn generation(&self) -> u32 {
-            self.waiters.generation()
-        }
-
-        /// A blocking wait for a commit past transaction `after` or a close
-        /// after generation `gen`, without a deadline (a lost wake-up is a
-        /// deadlock loom reports).
-        pub fn wait(&self, after: u64, gen: u32) -> WaitOutcome {
-            wait_since(self, LogOffset::new(after, 0), Duration::MAX, gen)
-        }
-
-        /// The waker thread's loop (the shipping one): run it on a loom
-        /// thread; it returns after [`Shape::stop_waker`] once its queue is
-        /// empty.
-        pub fn run_waker(&self) {
-            self.wake.run();
-        }
-
-        /// Tells the waker thread to drain its queue and exit (as dropping
-        /// the store does).
-        pub fn stop_waker(&self) {
-            self.wake.shutdown();
-        }
-    }
-
-    impl Watch for Shape {
-        fn waiters(&self) -> &Waiters {
-            &self.waiters
-        }
-        fn committed(&self) -> LogOffset {
-            // Acquire: as `Buffer::view`.
-            LogOffset::new(self.committed.load(Ordering::Acquire), 0)
-        }
-        fn is_live(&self) -> bool {
-            // Acquire: as `Buffer::is_live`.
-            self.live.load(Ordering::Acquire)
-        }
-        fn wake_service(&self) -> &WakeService {
-            &self.wake
-        }
-    }
-}
+pub mod loom_model;
 
 #[cfg(all(test, not(loom)))]
 mod tests {
