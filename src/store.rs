@@ -390,6 +390,7 @@ impl Store {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn wait_for_async(
         &self,
         id: impl AsRef<[u8]>,
@@ -1119,6 +1120,7 @@ impl ShapeHandle {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn wait_for_async(
         &self,
         after: LogOffset,
