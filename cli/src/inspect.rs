@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::{Mutex, PoisonError};
 
 use base64::Engine as _;
-use bytes::Bytes;
+use shapebuf::bytes::Bytes;
 use shapebuf::{Config, Error, LogOffset, Store};
 
 use crate::sys;

@@ -10,8 +10,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use shapebuf::{LogOffset, Store};
+
+/// One test at a time. A child process spawned by one test holds a copy of
+/// every descriptor of this process from its fork to its exec, another
+/// test's store `LOCK` included: that test's drop and reopen of its store
+/// could then find the lock still held (`flock` locks belong to the open
+/// file, not to the descriptor) and fail with `Error::Locked`.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn shapebuf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shapebuf"))
@@ -96,6 +107,7 @@ fn damage(dir: &Path) -> PathBuf {
 
 #[test]
 fn inspecting_a_damaged_store() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     build(dir);
@@ -214,6 +226,7 @@ fn inspecting_a_damaged_store() {
 
 #[test]
 fn a_shape_whose_id_cannot_be_read_is_listed_by_path() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     build(dir);
@@ -240,6 +253,7 @@ fn a_shape_whose_id_cannot_be_read_is_listed_by_path() {
 
 #[test]
 fn a_store_held_by_a_running_process_is_refused() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     build(dir);
@@ -276,6 +290,7 @@ fn a_store_held_by_a_running_process_is_refused() {
 
 #[test]
 fn a_directory_that_is_not_a_store_is_refused_and_left_alone() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().expect("tempdir");
     let missing = tmp.path().join("missing");
     let m = missing.to_str().expect("UTF-8 path");
