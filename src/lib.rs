@@ -48,6 +48,7 @@
 //!
 //! See `docs/design.md`, `docs/protocol.md` and `docs/format.md`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -73,6 +74,10 @@ mod store;
 #[doc(hidden)]
 pub mod loom_api;
 
+/// The `bytes` crate, re-exported: payloads are [`bytes::Bytes`] (and
+/// `append` takes anything `Into<Bytes>`), so a host needs no version of
+/// its own.
+pub use bytes;
 pub use entry::Entry;
 pub use error::{Error, Result};
 pub use flush_tracker::{FlushEvent, FlushTracker, Loss, TrackedShape, Transaction};

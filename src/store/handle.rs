@@ -194,6 +194,7 @@ impl ShapeHandle {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn wait_for_async(
         &self,
         after: LogOffset,

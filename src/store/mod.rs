@@ -298,6 +298,7 @@ impl Store {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn wait_for_async(
         &self,
         id: impl AsRef<[u8]>,

@@ -25,7 +25,7 @@
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use bytes::Bytes;
+use shapebuf::bytes::Bytes;
 use shapebuf::LogOffset;
 
 /// What one shape committed.

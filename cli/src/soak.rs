@@ -127,7 +127,7 @@ fn config(max_open_files: usize) -> Config {
 /// The descriptor cache's size: half of `ulimit -n` (the rest is headroom
 /// for stdio, the `LOCK` file, directories being synced and whatever else
 /// the process opens), at most the library's default.
-fn max_open_files(limit: Option<u64>) -> usize {
+pub(crate) fn max_open_files(limit: Option<u64>) -> usize {
     let default = Config::default().max_open_files;
     match limit {
         Some(l) => (usize::try_from(l / 2).unwrap_or(usize::MAX)).clamp(1, default),
