@@ -64,6 +64,7 @@ mod log;
 #[doc(hidden)]
 pub mod loom_api;
 mod offset;
+mod packed;
 mod reader;
 mod registry;
 mod segment;
@@ -78,6 +79,7 @@ pub use error::{Error, Result};
 pub use flush_tracker::{FlushEvent, FlushTracker, Loss, TrackedShape, Transaction};
 pub use log::record::{MAX_ID, MAX_PAYLOAD};
 pub use offset::LogOffset;
+pub use packed::PackedRead;
 pub use reader::{ReadOutcome, VisitOutcome};
 pub use segment::Entry;
 pub use store::{Config, Removed, ShapeHandle, Store};

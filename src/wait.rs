@@ -115,14 +115,10 @@
 //! terminate has seen every commit made before it, so a close is never
 //! reported while a commit past `after` was visible.
 
-#[cfg(feature = "tokio")]
 use std::future::Future;
-#[cfg(feature = "tokio")]
 use std::pin::Pin;
 use std::sync::Arc;
-#[cfg(feature = "tokio")]
 use std::task::Waker;
-#[cfg(feature = "tokio")]
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -290,13 +286,11 @@ struct State {
     /// only async waiters wait).
     sleepers: usize,
     /// Async waiters' wakers.
-    #[cfg(feature = "tokio")]
     wakers: Slab,
 }
 
 /// Async waiters' wakers by key: a key stays its future's until it
 /// deregisters, and a wake takes the wakers out, leaving the keys.
-#[cfg(feature = "tokio")]
 #[derive(Debug, Default)]
 struct Slab {
     entries: Vec<SlabEntry>,
@@ -305,14 +299,12 @@ struct Slab {
     occupied: usize,
 }
 
-#[cfg(feature = "tokio")]
 #[derive(Debug)]
 enum SlabEntry {
     Vacant { next: Option<usize> },
     Occupied(Option<Waker>),
 }
 
-#[cfg(feature = "tokio")]
 impl Slab {
     fn insert(&mut self) -> usize {
         self.occupied += 1;
@@ -645,13 +637,10 @@ impl Shared {
     /// Bumps `seq` and wakes every waiter (sleeping threads and stored
     /// wakers), outside the lock.
     fn wake_all(&self) {
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
         // Release: pairs with the Acquire load of `seq` in the waiters; the
         // bump happens under the mutex (the event count's rule).
         self.seq.fetch_add(1, Ordering::Release);
-        #[cfg(feature = "tokio")]
-        let mut st = st;
-        #[cfg(feature = "tokio")]
         let wakers = st.wakers.take_all();
         let sleepers = st.sleepers;
         drop(st);
@@ -659,7 +648,6 @@ impl Shared {
             self.cond.notify_all();
         }
         // Outside the lock: a waker may run its task inline.
-        #[cfg(feature = "tokio")]
         for w in wakers {
             w.wake();
         }
@@ -731,7 +719,6 @@ fn relock_timeout<'a, T, R>(r: std::sync::LockResult<(MutexGuard<'a, T>, R)>) ->
 
 /// The async wait: resolves like [`wait_for`] without a timeout (the caller
 /// adds one). Cancel-safe: dropping it deregisters.
-#[cfg(feature = "tokio")]
 pub(crate) struct WaitFuture<W: Watch> {
     watch: W,
     after: LogOffset,
@@ -740,7 +727,6 @@ pub(crate) struct WaitFuture<W: Watch> {
     key: Option<usize>,
 }
 
-#[cfg(feature = "tokio")]
 impl<W: Watch> WaitFuture<W> {
     /// A wait for a commit past `after`; closes count from now.
     pub(crate) fn new(watch: W, after: LogOffset) -> Self {
@@ -764,7 +750,6 @@ impl<W: Watch> WaitFuture<W> {
     }
 }
 
-#[cfg(feature = "tokio")]
 impl<W: Watch + Unpin> Future for WaitFuture<W> {
     type Output = WaitOutcome;
 
@@ -806,7 +791,6 @@ impl<W: Watch + Unpin> Future for WaitFuture<W> {
     }
 }
 
-#[cfg(feature = "tokio")]
 impl<W: Watch> Drop for WaitFuture<W> {
     fn drop(&mut self) {
         self.deregister();
@@ -1113,7 +1097,6 @@ mod tests {
         }
     }
 
-    #[cfg(feature = "tokio")]
     #[test]
     fn slab_reuses_keys_and_resets_when_empty() {
         let mut s = Slab::default();
