@@ -109,6 +109,11 @@ impl PackedRead {
     }
 }
 
+/// A packed read's first buffer: 16 KiB (doubling after).
+const INITIAL_BYTES: usize = 16 << 10;
+/// A packed read's first entry table: 128 entries (doubling after).
+const INITIAL_ENTRIES: usize = 128;
+
 impl ShapeHandle {
     /// The committed entries with offsets in `(after, upto]`, in order, at
     /// most `max_entries` of them, as one buffer ([`PackedRead`]). The same
@@ -127,8 +132,10 @@ impl ShapeHandle {
         upto: LogOffset,
         max_entries: usize,
     ) -> Result<PackedRead> {
-        let mut data: Vec<u8> = Vec::new();
-        let mut entries = Vec::new();
+        // Sized for a typical tail read up front: growing from empty costs
+        // a dozen reallocations (and copies) on a read of 10 KiB.
+        let mut data: Vec<u8> = Vec::with_capacity(INITIAL_BYTES);
+        let mut entries = Vec::with_capacity(max_entries.min(INITIAL_ENTRIES));
         let mut more = false;
         let out = self.visit(after, upto, |e| {
             if more {
