@@ -153,6 +153,11 @@ impl ShapeHandle {
         // base), then memory: the first `from_disk` visited entries came
         // from disk.
         let from_disk = out.from_disk.min(entries.len());
+        // The answer may be kept long (an Erlang binary, an HTTP body):
+        // do not keep most of the first buffer of a small read alive.
+        if data.capacity() > 2 * data.len() + 1024 {
+            data.shrink_to_fit();
+        }
         Ok(PackedRead {
             data: Bytes::from(data),
             entries,
