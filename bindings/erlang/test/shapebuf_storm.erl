@@ -26,7 +26,7 @@
 %% model) in chunks, as a process restarting a shape does.
 -module(shapebuf_storm).
 
--export([main/0, storm/2, overshoot/0, bench/0]).
+-export([main/0, storm/2, overshoot/0, bench/0, subscribers/1]).
 -export([noop_read/5]).
 
 -define(SHAPES, 20).
@@ -101,7 +101,10 @@ main() ->
     [io:format("  first wrong read (ets): ~p~n", [W]) || W <- maps:get(examples, Ets)],
     [io:format("  wrong read (shapebuf): ~p~n", [W]) || W <- maps:get(examples, Sb)],
     Ratio = overshoot(),
-    Checks = [{shapebuf_wrong, maps:get(wrong, Sb) =:= 0},
+    {PerSub, Delivered} = subscribers(100000),
+    Checks = [{subscribers_all_told, Delivered =:= 100000},
+              {subscriber_bytes_bounded, PerSub < 4096},
+              {shapebuf_wrong, maps:get(wrong, Sb) =:= 0},
               {shapebuf_badarg, maps:get(badarg, Sb) =:= 0},
               {shapebuf_errors, maps:get(errors, Sb) =:= 0},
               {shapebuf_read, maps:get(reads, Sb) > 0},
@@ -381,6 +384,55 @@ probe_loop(Acc) ->
             D = erlang:monotonic_time(microsecond) - T0 - 1000,
             probe_loop([max(D, 0) | Acc])
     end.
+
+%% ---- memory per subscriber ---------------------------------------------------
+
+%% N subscriptions (from this process, no timeout) waiting on one shape:
+%% the OS process's RSS before and after, per subscription; then one commit
+%% tells them all. Returns {BytesPerSubscription, MessagesReceived}.
+subscribers(N) ->
+    Dir = shapebuf_tests:tmpdir("subs"),
+    {ok, Store} = shapebuf:open(Dir),
+    {ok, W} = shapebuf:writer(Store, <<"s">>),
+    %% Warm: the wake and timer threads exist, the shape's waiter state too.
+    {ok, R0} = shapebuf:subscribe(Store, <<"s">>, {0, 0}, 10),
+    receive {shapebuf, R0, timeout} -> ok end,
+    garbage_collect(),
+    Rss0 = rss(),
+    Mem0 = erlang:memory(total),
+    T0 = erlang:monotonic_time(millisecond),
+    Refs = [begin {ok, R} = shapebuf:subscribe(Store, <<"s">>, {0, 0}, infinity), R end
+            || _ <- lists:seq(1, N)],
+    T1 = erlang:monotonic_time(millisecond),
+    garbage_collect(),
+    Rss1 = rss(),
+    Mem1 = erlang:memory(total),
+    %% The Erlang side holds the N refs (a list cell and a resource
+    %% reference each, ~ 8 words): counted apart.
+    RefWords = erts_debug:flat_size(Refs),
+    PerSub = (Rss1 - Rss0) / N,
+    ok = shapebuf:append(W, {1, 0}, <<"x">>),
+    {ok, _} = shapebuf:commit(W),
+    Got = count_committed(N, 0, 5000),
+    T2 = erlang:monotonic_time(millisecond),
+    io:format("subscribers: ~b waiting: RSS +~.1f bytes each (VM-counted +~.1f, of which ~.1f the "
+              "Erlang list of refs); subscribe ~.1f us each; one commit told ~b in ~b ms~n",
+              [N, PerSub, (Mem1 - Mem0) / N, RefWords * 8 / N, (T1 - T0) * 1000 / N, Got, T2 - T1]),
+    {ok, _} = shapebuf:terminate(W),
+    ok = shapebuf:close(Store),
+    shapebuf_tests:rm(Dir),
+    {PerSub, Got}.
+
+count_committed(0, Got, _) -> Got;
+count_committed(N, Got, Timeout) ->
+    receive {shapebuf, _, {committed, {1, 0}}} -> count_committed(N - 1, Got + 1, Timeout)
+    after Timeout -> Got
+    end.
+
+rss() ->
+    {ok, Status} = file:read_file("/proc/" ++ os:getpid() ++ "/status"),
+    {match, [Kb]} = re:run(Status, "VmRSS:\\s+(\\d+) kB", [{capture, all_but_first, binary}]),
+    binary_to_integer(Kb) * 1024.
 
 %% ---- the ETS read bench -------------------------------------------------------
 
