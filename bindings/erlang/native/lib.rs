@@ -25,6 +25,7 @@ use rustler::{
 };
 use shapebuf::{Config, Error, LogOffset, PackedRead, ShapeWriter, Store};
 
+mod durable;
 mod reaper;
 mod sub;
 
@@ -76,6 +77,8 @@ mod atoms {
         flush_threads,
         max_payload,
         max_open_files,
+        durable,
+        lost,
     }
 }
 
@@ -143,6 +146,8 @@ struct StoreRes {
     writers: Mutex<Vec<Weak<WriterCell>>>,
     /// Subscriptions not known to be finished (ended by `close/1`).
     subs: Mutex<Vec<ResourceArc<SubRes>>>,
+    /// Subscribers to the flush tracker's events.
+    durable: Arc<durable::DurableSubs>,
 }
 
 #[rustler::resource_impl]
@@ -241,6 +246,7 @@ fn nif_open<'a>(env: Env<'a>, dir: Binary<'a>, config: Term<'a>) -> Term<'a> {
                 store: RwLock::new(Some(store)),
                 writers: Mutex::new(Vec::new()),
                 subs: Mutex::new(Vec::new()),
+                durable: Arc::default(),
             });
             (atoms::ok(), res).encode(env)
         }
@@ -308,9 +314,10 @@ fn nif_stats(env: Env<'_>, store: ResourceArc<StoreRes>) -> NifResult<Term<'_>> 
     Ok((atoms::ok(), map).encode(env))
 }
 
-/// Normal scheduler: the flush tracker's global offset is one short mutex
-/// (held by writers only to update marks, never across I/O).
-#[rustler::nif]
+/// Dirty I/O: the flush tracker's global offset is behind a mutex that
+/// writers on dirty schedulers take (briefly, never across I/O) when they
+/// report flushes; a normal scheduler must not wait on it.
+#[rustler::nif(schedule = "DirtyIo")]
 fn nif_durable_offset(env: Env<'_>, store: ResourceArc<StoreRes>) -> Term<'_> {
     match store.get() {
         Some(s) => (atoms::ok(), offset_term(env, s.flush_tracker().global())).encode(env),
@@ -553,6 +560,48 @@ fn nif_terminate(env: Env<'_>, w: ResourceArc<WriterRes>) -> Term<'_> {
             Err(e) => error(env, &e),
         },
     }
+}
+
+/// Dirty I/O: takes the flush tracker's locks (see `nif_durable_offset`).
+/// Records a committed transaction ending at `end` that shapes received up
+/// to the given offsets; returns the global durable offset after it.
+#[rustler::nif(schedule = "DirtyIo")]
+fn nif_track_commit<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreRes>,
+    end: (u64, u64),
+    received: Vec<(Binary<'a>, (u64, u64))>,
+) -> Term<'a> {
+    let Some(s) = store.get() else {
+        return error_atom(env, atoms::closed());
+    };
+    let received = received.iter().map(|(id, at)| (id.as_slice(), offset(*at)));
+    match s.flush_tracker().commit(offset(end), received) {
+        Ok(global) => (atoms::ok(), offset_term(env, global)).encode(env),
+        Err(e) => error(env, &e),
+    }
+}
+
+/// Dirty I/O: the first subscription registers the store's tracker
+/// callback (the tracker's event lock).
+#[rustler::nif(schedule = "DirtyIo")]
+fn nif_subscribe_durable(env: Env<'_>, store: ResourceArc<StoreRes>) -> Term<'_> {
+    let Some(s) = store.get() else {
+        return error_atom(env, atoms::closed());
+    };
+    let res = durable::subscribe(env, &store.durable, &s);
+    (atoms::ok(), res).encode(env)
+}
+
+/// Dirty I/O: waits for a delivery in progress on the reaper thread.
+#[rustler::nif(schedule = "DirtyIo")]
+fn nif_unsubscribe_durable(
+    env: Env<'_>,
+    store: ResourceArc<StoreRes>,
+    sub: ResourceArc<durable::DurableSub>,
+) -> Term<'_> {
+    durable::unsubscribe(&store.durable, &sub);
+    atoms::ok().encode(env)
 }
 
 // ---- subscriptions --------------------------------------------------------

@@ -239,6 +239,14 @@ fn send(env: Option<Env>, res: &ResourceArc<SubRes>, out: Outcome) {
     }
 }
 
+/// Sends the message `make` builds to `pid` from a thread the VM does not
+/// manage (the reaper, wake and timer threads).
+pub fn send_from_thread(pid: LocalPid, make: impl for<'a> FnOnce(Env<'a>) -> Term<'a>) {
+    SEND_ENV.with(|e| {
+        let _ = e.borrow_mut().send_and_clear(&pid, make);
+    });
+}
+
 /// The waker a subscription's wait registers: re-polls it.
 struct SubWaker(ResourceArc<SubRes>);
 

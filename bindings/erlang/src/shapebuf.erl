@@ -47,6 +47,12 @@
 %% `{committed, {Tx, Op}}' (the last committed offset, past `After'),
 %% `timeout', `terminated', `writer_dropped' (the writer's owner died or
 %% dropped it), `removed', or `closed' (the store was closed).
+%%
+%% `subscribe_durable/1' answers `{ok, Ref}' and then sends, until
+%% `unsubscribe_durable/2' or the subscriber's death, one message per flush
+%% tracker event, in order: `{shapebuf, Ref, {durable, {Tx, Op}}}' (the
+%% global durable offset advanced) or `{shapebuf, Ref, {lost, ShapeId,
+%% After}}' (a shape lost data past `After' that was not durable).
 -module(shapebuf).
 
 -export([open/1, open/2, close/1,
@@ -54,7 +60,8 @@
          remove/2,
          read/4, read/5, committed/2,
          subscribe/4, unsubscribe/1,
-         durable_offset/1, stats/1]).
+         durable_offset/1, track_commit/3, subscribe_durable/1, unsubscribe_durable/2,
+         stats/1]).
 
 -on_load(init/0).
 
@@ -221,11 +228,41 @@ unsubscribe(Ref) when is_reference(Ref) ->
 unsubscribe(_) -> erlang:error(badarg).
 
 %% @doc The store's global durable offset (its flush tracker's): every
-%% transaction up to it is durable in every shape that received it.
-%% Normal scheduler.
+%% transaction up to it that was reported with `track_commit/3' is
+%% durable in every shape that received it. Dirty I/O (the tracker's mutex
+%% is taken by writers' flushes on dirty schedulers).
 -spec durable_offset(store()) -> {ok, offset()} | {error, reason()}.
 durable_offset(Store) when is_reference(Store) -> nif_durable_offset(Store);
 durable_offset(_) -> erlang:error(badarg).
+
+%% @doc Reports to the flush tracker a committed upstream transaction
+%% ending at `End', in which each `{Id, Last}' shape received entries up to
+%% `Last' (call the writers' `commit/1' first). Returns the global durable
+%% offset after it; it moves past `End' once those shapes have flushed
+%% `Last'. `{error, {commit_out_of_order, Last}}' if `End' is not past the
+%% last reported end. Dirty I/O.
+-spec track_commit(store(), offset(), [{binary(), offset()}]) ->
+          {ok, offset()} | {error, reason()}.
+track_commit(Store, End, Received) when is_reference(Store), ?is_offset(End), is_list(Received) ->
+    lists:all(fun({Id, O}) -> is_binary(Id) andalso ?is_offset(O);
+                 (_) -> false
+              end, Received) orelse erlang:error(badarg),
+    nif_track_commit(Store, End, Received);
+track_commit(_, _, _) -> erlang:error(badarg).
+
+%% @doc Streams the flush tracker's events to the calling process (see the
+%% module doc). Dirty I/O.
+-spec subscribe_durable(store()) -> {ok, reference()} | {error, reason()}.
+subscribe_durable(Store) when is_reference(Store) -> nif_subscribe_durable(Store);
+subscribe_durable(_) -> erlang:error(badarg).
+
+%% @doc Stops a `subscribe_durable/1' stream; flushes its messages from the
+%% mailbox, and none comes after. Dirty I/O.
+-spec unsubscribe_durable(store(), reference()) -> ok.
+unsubscribe_durable(Store, Ref) when is_reference(Store), is_reference(Ref) ->
+    ok = nif_unsubscribe_durable(Store, Ref),
+    flush_durable(Ref);
+unsubscribe_durable(_, _) -> erlang:error(badarg).
 
 %% @doc Counters: `shape_count', `open_files', `peak_open_files',
 %% `retired_bytes'. Normal scheduler.
@@ -234,6 +271,9 @@ stats(Store) when is_reference(Store) -> nif_stats(Store);
 stats(_) -> erlang:error(badarg).
 
 %% ---- internal -------------------------------------------------------------
+
+flush_durable(Ref) ->
+    receive {shapebuf, Ref, _} -> flush_durable(Ref) after 0 -> ok end.
 
 dir_binary(Dir) when is_binary(Dir) -> Dir;
 dir_binary(Dir) when is_list(Dir); is_atom(Dir) ->
@@ -257,4 +297,7 @@ nif_committed(_, _) -> erlang:nif_error(not_loaded).
 nif_subscribe(_, _, _, _) -> erlang:nif_error(not_loaded).
 nif_unsubscribe(_) -> erlang:nif_error(not_loaded).
 nif_durable_offset(_) -> erlang:nif_error(not_loaded).
+nif_track_commit(_, _, _) -> erlang:nif_error(not_loaded).
+nif_subscribe_durable(_) -> erlang:nif_error(not_loaded).
+nif_unsubscribe_durable(_, _) -> erlang:nif_error(not_loaded).
 nif_stats(_) -> erlang:nif_error(not_loaded).

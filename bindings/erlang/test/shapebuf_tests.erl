@@ -226,6 +226,34 @@ subscriber_killed_mid_wait_test() ->
         {ok, _} = shapebuf:terminate(W)
     end).
 
+durable_offset_test() ->
+    with_store("durable", fun(S, _) ->
+        {ok, D} = shapebuf:subscribe_durable(S),
+        {ok, Wa} = shapebuf:writer(S, <<"a">>),
+        {ok, Wb} = shapebuf:writer(S, <<"b">>),
+        ok = shapebuf:append(Wa, {1, 0}, <<"x">>),
+        ok = shapebuf:append(Wb, {1, 1}, <<"y">>),
+        {ok, _} = shapebuf:commit(Wa),
+        {ok, _} = shapebuf:commit(Wb),
+        ?assertEqual({ok, {0, 0}}, shapebuf:track_commit(S, {1, 5}, [{<<"a">>, {1, 0}},
+                                                                    {<<"b">>, {1, 1}}])),
+        ?assertEqual({ok, {0, 0}}, shapebuf:durable_offset(S)),
+        {ok, _} = shapebuf:flush(Wa),
+        %% "b" has not flushed: the offset waits for it.
+        ?assertEqual({ok, {0, 0}}, shapebuf:durable_offset(S)),
+        receive {shapebuf, D, Early} -> ?assertEqual(nothing, Early) after 50 -> ok end,
+        {ok, _} = shapebuf:flush(Wb),
+        ?assertEqual({ok, {1, 5}}, shapebuf:durable_offset(S)),
+        ?assertEqual({durable, {1, 5}}, recv(D, 2000)),
+        %% A transaction no tracked shape received moves it at once.
+        ?assertEqual({ok, {2, 0}}, shapebuf:track_commit(S, {2, 0}, [])),
+        ?assertEqual({durable, {2, 0}}, recv(D, 2000)),
+        ?assertMatch({error, {commit_out_of_order, _}}, shapebuf:track_commit(S, {1, 9}, [])),
+        ok = shapebuf:unsubscribe_durable(S, D),
+        {ok, _} = shapebuf:track_commit(S, {3, 0}, []),
+        receive {shapebuf, D, Late} -> ?assertEqual(nothing, Late) after 50 -> ok end
+    end).
+
 %% ---- teardown ---------------------------------------------------------------
 
 reader_meets_terminate_test() ->
