@@ -4,7 +4,8 @@
 //! the API; every NIF here is named `nif_*` and called only by it. Which
 //! scheduler each NIF runs on, and why, is said on each one: anything that
 //! may touch the disk, wait for a lock a dirty call may hold, or sleep runs
-//! on a dirty I/O scheduler; the normal-scheduler NIFs only load counters.
+//! on a dirty I/O scheduler; that is every NIF here (none is so cheap and
+//! lock-free that a normal scheduler could run it without ever waiting).
 //! Waits run on no scheduler at all (see `sub.rs`), and every drop that may
 //! block runs on the binding's reaper thread (`reaper.rs`).
 //!
@@ -292,8 +293,11 @@ fn nif_close(env: Env<'_>, store: ResourceArc<StoreRes>) -> Term<'_> {
     }
 }
 
-/// Normal scheduler: loads counters (no I/O, no lock held across I/O).
-#[rustler::nif]
+/// Dirty I/O: most counters are atomics, but the count of shapes not yet
+/// resolved and the peak of open files are read under the catalog's and
+/// the descriptor cache's locks, which the dirty calls take around file
+/// operations.
+#[rustler::nif(schedule = "DirtyIo")]
 fn nif_stats(env: Env<'_>, store: ResourceArc<StoreRes>) -> NifResult<Term<'_>> {
     let Some(s) = store.get() else {
         return Ok(error_atom(env, atoms::closed()));

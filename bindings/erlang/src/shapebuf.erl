@@ -9,8 +9,10 @@
 %% Every call that may touch the disk, take a lock a dirty call may hold,
 %% or sleep runs on a dirty I/O scheduler: `open', `close', `writer',
 %% `append', `append_many', `commit', `flush', `terminate', `remove',
-%% `read', `committed', `subscribe', `unsubscribe'. `stats' and
-%% `durable_offset' load counters on a normal scheduler. A subscription's
+%% `read', `committed', `subscribe', `unsubscribe', and also `stats',
+%% `durable_offset', `track_commit', `(un)subscribe_durable' (they read
+%% counters under locks that dirty calls hold around file operations):
+%% no call runs on a normal scheduler. A subscription's
 %% wait holds no scheduler at all: the store's wake thread sends its
 %% message. Resources are never released on the collecting scheduler when
 %% that may block (a writer's release flushes): the binding's reaper
@@ -265,7 +267,8 @@ unsubscribe_durable(Store, Ref) when is_reference(Store), is_reference(Ref) ->
 unsubscribe_durable(_, _) -> erlang:error(badarg).
 
 %% @doc Counters: `shape_count', `open_files', `peak_open_files',
-%% `retired_bytes'. Normal scheduler.
+%% `retired_bytes'. Dirty I/O (two of them are read under locks the
+%% dirty calls take).
 -spec stats(store()) -> {ok, #{atom() => non_neg_integer()}} | {error, reason()}.
 stats(Store) when is_reference(Store) -> nif_stats(Store);
 stats(_) -> erlang:error(badarg).
