@@ -1164,6 +1164,8 @@ impl ShapeHandle {
     /// assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(WaitOutcome::Committed(LogOffset::new(2, 0))));
     /// # Ok(()) }
     /// ```
+    // Not under loom: its stand-ins are not `Send`.
+    #[cfg(not(loom))]
     pub fn wait_future(
         &self,
         after: LogOffset,

@@ -115,10 +115,14 @@
 //! terminate has seen every commit made before it, so a close is never
 //! reported while a commit past `after` was visible.
 
+#[cfg(not(loom))]
 use std::future::Future;
+#[cfg(not(loom))]
 use std::pin::Pin;
 use std::sync::Arc;
+#[cfg(not(loom))]
 use std::task::Waker;
+#[cfg(not(loom))]
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -286,11 +290,13 @@ struct State {
     /// only async waiters wait).
     sleepers: usize,
     /// Async waiters' wakers.
+    #[cfg(not(loom))]
     wakers: Slab,
 }
 
 /// Async waiters' wakers by key: a key stays its future's until it
 /// deregisters, and a wake takes the wakers out, leaving the keys.
+#[cfg(not(loom))]
 #[derive(Debug, Default)]
 struct Slab {
     entries: Vec<SlabEntry>,
@@ -299,12 +305,14 @@ struct Slab {
     occupied: usize,
 }
 
+#[cfg(not(loom))]
 #[derive(Debug)]
 enum SlabEntry {
     Vacant { next: Option<usize> },
     Occupied(Option<Waker>),
 }
 
+#[cfg(not(loom))]
 impl Slab {
     fn insert(&mut self) -> usize {
         self.occupied += 1;
@@ -637,10 +645,13 @@ impl Shared {
     /// Bumps `seq` and wakes every waiter (sleeping threads and stored
     /// wakers), outside the lock.
     fn wake_all(&self) {
-        let mut st = lock(&self.state);
+        let st = lock(&self.state);
         // Release: pairs with the Acquire load of `seq` in the waiters; the
         // bump happens under the mutex (the event count's rule).
         self.seq.fetch_add(1, Ordering::Release);
+        #[cfg(not(loom))]
+        let mut st = st;
+        #[cfg(not(loom))]
         let wakers = st.wakers.take_all();
         let sleepers = st.sleepers;
         drop(st);
@@ -648,6 +659,7 @@ impl Shared {
             self.cond.notify_all();
         }
         // Outside the lock: a waker may run its task inline.
+        #[cfg(not(loom))]
         for w in wakers {
             w.wake();
         }
@@ -719,6 +731,7 @@ fn relock_timeout<'a, T, R>(r: std::sync::LockResult<(MutexGuard<'a, T>, R)>) ->
 
 /// The async wait: resolves like [`wait_for`] without a timeout (the caller
 /// adds one). Cancel-safe: dropping it deregisters.
+#[cfg(not(loom))]
 pub(crate) struct WaitFuture<W: Watch> {
     watch: W,
     after: LogOffset,
@@ -727,6 +740,7 @@ pub(crate) struct WaitFuture<W: Watch> {
     key: Option<usize>,
 }
 
+#[cfg(not(loom))]
 impl<W: Watch> WaitFuture<W> {
     /// A wait for a commit past `after`; closes count from now.
     pub(crate) fn new(watch: W, after: LogOffset) -> Self {
@@ -750,6 +764,7 @@ impl<W: Watch> WaitFuture<W> {
     }
 }
 
+#[cfg(not(loom))]
 impl<W: Watch + Unpin> Future for WaitFuture<W> {
     type Output = WaitOutcome;
 
@@ -791,6 +806,7 @@ impl<W: Watch + Unpin> Future for WaitFuture<W> {
     }
 }
 
+#[cfg(not(loom))]
 impl<W: Watch> Drop for WaitFuture<W> {
     fn drop(&mut self) {
         self.deregister();
@@ -1097,6 +1113,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(loom))]
     #[test]
     fn slab_reuses_keys_and_resets_when_empty() {
         let mut s = Slab::default();
