@@ -4,6 +4,7 @@
 #      two VMs on the same directory;
 #   2. the deploy storm of seed 004 against shapebuf and against ETS tables
 #      per shape, and the scheduler-overshoot comparison (shapebuf_storm);
+#      then memory per subscriber (100,000) in a VM of its own;
 #   3. the Elixir smoke test, if `elixir` is installed.
 # Exits non-zero on any failure. `--bench` also runs the ETS read bench.
 # STORM_SECONDS (default 10) sets the storm's length.
@@ -32,6 +33,13 @@ erl_run +sbwt none -eval '
     case shapebuf_storm:main() of
         ok -> halt(0);
         Other -> io:format("storm failed: ~p~n", [Other]), halt(1)
+    end.'
+
+# Memory per subscriber, in a fresh VM.
+erl_run -eval '
+    case shapebuf_storm:subscribers_main() of
+        ok -> halt(0);
+        Other -> io:format("subscribers failed: ~p~n", [Other]), halt(1)
     end.'
 
 if [[ "${1:-}" == "--bench" ]]; then

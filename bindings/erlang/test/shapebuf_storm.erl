@@ -26,7 +26,7 @@
 %% model) in chunks, as a process restarting a shape does.
 -module(shapebuf_storm).
 
--export([main/0, storm/2, overshoot/0, bench/0, subscribers/1]).
+-export([main/0, storm/2, overshoot/0, bench/0, subscribers/1, subscribers_main/0]).
 -export([noop_read/5]).
 
 -define(SHAPES, 20).
@@ -101,10 +101,7 @@ main() ->
     [io:format("  first wrong read (ets): ~p~n", [W]) || W <- maps:get(examples, Ets)],
     [io:format("  wrong read (shapebuf): ~p~n", [W]) || W <- maps:get(examples, Sb)],
     Ratio = overshoot(),
-    {PerSub, Delivered} = subscribers(100000),
-    Checks = [{subscribers_all_told, Delivered =:= 100000},
-              {subscriber_bytes_bounded, PerSub < 4096},
-              {shapebuf_wrong, maps:get(wrong, Sb) =:= 0},
+    Checks = [{shapebuf_wrong, maps:get(wrong, Sb) =:= 0},
               {shapebuf_badarg, maps:get(badarg, Sb) =:= 0},
               {shapebuf_errors, maps:get(errors, Sb) =:= 0},
               {shapebuf_read, maps:get(reads, Sb) > 0},
@@ -386,6 +383,16 @@ probe_loop(Acc) ->
     end.
 
 %% ---- memory per subscriber ---------------------------------------------------
+
+%% run-tests.sh runs this in a VM of its own (the RSS of a VM that ran the
+%% storm has room to spare): fails unless all 100,000 are told and each
+%% costs under 4 KiB.
+subscribers_main() ->
+    {PerSub, Delivered} = subscribers(100000),
+    case Delivered =:= 100000 andalso PerSub < 4096 of
+        true -> ok;
+        false -> {failed, PerSub, Delivered}
+    end.
 
 %% N subscriptions (from this process, no timeout) waiting on one shape:
 %% the OS process's RSS before and after, per subscription; then one commit
