@@ -550,6 +550,16 @@ fn nif_flush(env: Env<'_>, w: ResourceArc<WriterRes>) -> Term<'_> {
     with_writer(env, &w, |writer| Ok(flushed(env, writer.flush()?)))
 }
 
+/// Dirty I/O: flushes if something is pending and `flush_interval_ms`
+/// passed since the last flush (the host's timer calls it); hands retired
+/// memory to the collector.
+#[rustler::nif(schedule = "DirtyIo")]
+fn nif_tick(env: Env<'_>, w: ResourceArc<WriterRes>) -> Term<'_> {
+    with_writer(env, &w, |writer| {
+        Ok((atoms::ok(), writer.tick()?).encode(env))
+    })
+}
+
 /// Dirty I/O: flushes and syncs, then retires the buffer.
 #[rustler::nif(schedule = "DirtyIo")]
 fn nif_terminate(env: Env<'_>, w: ResourceArc<WriterRes>) -> Term<'_> {

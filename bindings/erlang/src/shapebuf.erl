@@ -58,7 +58,7 @@
 -module(shapebuf).
 
 -export([open/1, open/2, close/1,
-         writer/2, append/3, append_many/2, commit/1, flush/1, terminate/1,
+         writer/2, append/3, append_many/2, commit/1, flush/1, tick/1, terminate/1,
          remove/2,
          read/4, read/5, committed/2,
          subscribe/4, unsubscribe/1,
@@ -158,6 +158,15 @@ commit(_) -> erlang:error(badarg).
 -spec flush(writer()) -> {ok, flushed()} | {error, reason()}.
 flush(W) when is_reference(W) -> nif_flush(W);
 flush(_) -> erlang:error(badarg).
+
+%% @doc Flushes if anything is pending and `flush_interval_ms' (default
+%% 1000) passed since the last flush; returns whether it flushed. A writer
+%% flushes on its own only when `flush_bytes' are pending: call this from
+%% the owner's timer (e.g. `erlang:send_after/3') to bound how long
+%% committed data stays in memory only. Dirty I/O.
+-spec tick(writer()) -> {ok, boolean()} | {error, reason()}.
+tick(W) when is_reference(W) -> nif_tick(W);
+tick(_) -> erlang:error(badarg).
 
 %% @doc Flushes, then retires the shape's buffer: readers find it dead and
 %% read from disk, subscribers get `terminated'. The open transaction is
@@ -293,6 +302,7 @@ nif_append(_, _, _) -> erlang:nif_error(not_loaded).
 nif_append_many(_, _) -> erlang:nif_error(not_loaded).
 nif_commit(_) -> erlang:nif_error(not_loaded).
 nif_flush(_) -> erlang:nif_error(not_loaded).
+nif_tick(_) -> erlang:nif_error(not_loaded).
 nif_terminate(_) -> erlang:nif_error(not_loaded).
 nif_remove(_, _) -> erlang:nif_error(not_loaded).
 nif_read(_, _, _, _, _) -> erlang:nif_error(not_loaded).
