@@ -49,6 +49,10 @@
 //!   finds its range trimmed and retries at the new head (counted as
 //!   `short_read_retries`), where shapebuf reads the trimmed part from disk.
 //!
+//! Group `packed_read`: `shapebuf-read` (owned), `shapebuf-packed`
+//! ([`Store::read_packed`]: the range copied into one buffer during a
+//! visit) and `shapebuf-visit`, 4 readers, no syncs.
+//!
 //! Paced groups (`contended_paced_sync`, `contended_paced_nosync`; 4
 //! readers, the targets' count): the writer appends at a fixed
 //! [`PACE`] entries per second, which every structure's writer sustains,
@@ -112,6 +116,9 @@ enum Kind {
     /// Shapebuf with a 4 KiB sparse-index interval (a `Config` knob): a
     /// read of a just-trimmed tail scans at most ~4 KiB of log.
     ShapebufIdx4k,
+    /// Shapebuf read with [`ShapeHandle::read_packed`] (one buffer per
+    /// read) in mode `Owned` (group `packed_read`).
+    ShapebufPacked,
     Floor,
     StdRwLock,
     PlRwLock,
@@ -128,6 +135,8 @@ impl Kind {
             (Kind::Shapebuf, Mode::Borrow) => "shapebuf-visit",
             (Kind::ShapebufIdx4k, Mode::Owned) => "shapebuf-idx4k-read",
             (Kind::ShapebufIdx4k, Mode::Borrow) => "shapebuf-idx4k-visit",
+            (Kind::ShapebufPacked, Mode::Owned) => "shapebuf-packed",
+            (Kind::ShapebufPacked, Mode::Borrow) => "shapebuf-packed-visit",
             (Kind::Floor, Mode::Owned) => "floor-read",
             (Kind::Floor, Mode::Borrow) => "floor-visit",
             (Kind::StdRwLock, Mode::Owned) => "std-rwlock-owned",
@@ -174,11 +183,24 @@ trait Writer: Send {
 struct SbReader {
     store: Store,
     handle: ShapeHandle,
+    /// `Owned` reads are packed reads (one buffer, no refcount per entry).
+    packed: bool,
 }
 
 impl Reader for SbReader {
     fn read(&self, after: LogOffset, upto: LogOffset, mode: Mode) -> Seen {
         match mode {
+            Mode::Owned if self.packed => {
+                let out = self
+                    .handle
+                    .read_packed(after, upto, usize::MAX)
+                    .expect("read_packed");
+                Seen {
+                    entries: out.len(),
+                    bytes: out.data.len(),
+                    from_disk: out.from_disk > 0,
+                }
+            }
             Mode::Owned => {
                 let out = self.store.read(SHAPE, after, upto).expect("read");
                 Seen {
@@ -566,7 +588,7 @@ fn baseline<T: Table>(
 
 fn fixture(kind: Kind, sync: bool) -> Fixture {
     let (reader, writer, dir): (Box<dyn Reader>, Box<dyn Writer>, _) = match kind {
-        Kind::Shapebuf | Kind::ShapebufIdx4k | Kind::Floor => {
+        Kind::Shapebuf | Kind::ShapebufIdx4k | Kind::ShapebufPacked | Kind::Floor => {
             let (dir, config) = match kind {
                 Kind::Floor => (
                     common::tmpfs_dir(),
@@ -593,7 +615,11 @@ fn fixture(kind: Kind, sync: bool) -> Fixture {
             let w = store.writer(SHAPE).expect("writer");
             let handle = store.handle(SHAPE).expect("handle");
             (
-                Box::new(SbReader { store, handle }),
+                Box::new(SbReader {
+                    store,
+                    handle,
+                    packed: matches!(kind, Kind::ShapebufPacked),
+                }),
                 Box::new(SbWriter(w)),
                 dir,
             )
@@ -888,6 +914,7 @@ fn read_uncontended(c: &mut Criterion) {
     group.throughput(Throughput::Elements(READ_ENTRIES as u64));
     let kinds = [
         Kind::Shapebuf,
+        Kind::ShapebufPacked,
         Kind::StdRwLock,
         Kind::PlRwLock,
         Kind::StdMutex,
@@ -913,6 +940,34 @@ fn read_uncontended(c: &mut Criterion) {
     group.finish();
 }
 
+/// The packed read ([`Store::read_packed`]: the range copied into one
+/// buffer under the visit) beside the owned read (a `Bytes` clone per
+/// entry) and the visit (borrowed), 4 readers of the latest 100 entries of
+/// 100 B while the writer writes (no syncs): what the Erlang binding and
+/// the HTTP example read with. The target: packed >= 3x owned.
+fn packed_read(c: &mut Criterion) {
+    let mut group = c.benchmark_group("packed_read");
+    let n = 4;
+    group.throughput(Throughput::Elements((n * READ_ENTRIES) as u64));
+    for (kind, mode) in [
+        (Kind::Shapebuf, Mode::Owned),
+        (Kind::ShapebufPacked, Mode::Owned),
+        (Kind::Shapebuf, Mode::Borrow),
+    ] {
+        let name = kind.name(mode);
+        let mut acc = Acc::default();
+        let mut fx = fixture(kind, false);
+        group.bench_function(BenchmarkId::new(name, n), |b| {
+            b.iter_custom(|iters| run(&mut fx, n, mode, None, iters, &mut acc))
+        });
+        drop(fx);
+        if acc.reads > 0 {
+            summary("packed_read", name, n, acc);
+        }
+    }
+    group.finish();
+}
+
 fn contended_sync(c: &mut Criterion) {
     bench_group(c, true, None);
 }
@@ -929,6 +984,6 @@ fn contended_paced(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = read_uncontended, contended_sync, contended_nosync, contended_paced
+    targets = read_uncontended, contended_sync, contended_nosync, contended_paced, packed_read
 }
 criterion_main!(benches);

@@ -56,7 +56,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
-use shapebuf::{Entry, Error, LogOffset, ShapeHandle, ShapeWriter, Store, WaitOutcome};
+use shapebuf::{Error, LogOffset, PackedRead, ShapeHandle, ShapeWriter, Store, WaitOutcome};
 
 /// The longest shape id accepted in a URL (after percent-decoding). The
 /// store takes up to [`shapebuf::MAX_ID`]; a URL is a worse place for long
@@ -302,11 +302,12 @@ pub struct TailQuery {
     pub live: bool,
 }
 
-/// Reads `(after, MAX]` off the async runtime (a read may go to disk).
-async fn read(h: &ShapeHandle, after: LogOffset) -> Result<Vec<Entry>, Response> {
+/// Reads at most `max` entries of `(after, MAX]` off the async runtime (a
+/// read may go to disk), as one buffer (no reference count per entry).
+async fn read(h: &ShapeHandle, after: LogOffset, max: usize) -> Result<PackedRead, Response> {
     let h = h.clone();
-    match tokio::task::spawn_blocking(move || h.read(after, LogOffset::MAX)).await {
-        Ok(Ok(r)) => Ok(r.entries),
+    match tokio::task::spawn_blocking(move || h.read_packed(after, LogOffset::MAX, max)).await {
+        Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => Err(error_response(e)),
         Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "read task failed\n").into_response()),
     }
@@ -324,7 +325,8 @@ async fn tail(State(app): State<App>, uri: Uri, Query(q): Query<TailQuery>) -> R
         Ok(h) => h,
         Err(e) => return error_response(e),
     };
-    let mut entries = match read(&handle, after).await {
+    let max = app.cfg.max_entries;
+    let mut entries = match read(&handle, after, max).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -333,25 +335,24 @@ async fn tail(State(app): State<App>, uri: Uri, Query(q): Query<TailQuery>) -> R
         let out = handle.wait_for_async(after, app.cfg.long_poll).await;
         waited = Some(out);
         if let WaitOutcome::Committed(_) = out {
-            entries = match read(&handle, after).await {
+            entries = match read(&handle, after, max).await {
                 Ok(v) => v,
                 Err(r) => return r,
             };
         }
     }
-    let more = entries.len() > app.cfg.max_entries;
-    entries.truncate(app.cfg.max_entries);
+    let more = entries.more;
     let mut body = String::new();
     let b64 = base64::engine::general_purpose::STANDARD;
-    for e in &entries {
+    for (offset, payload) in entries.iter() {
         let line = serde_json::json!({
-            "offset": e.offset.to_string(),
-            "payload": b64.encode(&e.payload),
+            "offset": offset.to_string(),
+            "payload": b64.encode(payload),
         });
         body.push_str(&line.to_string());
         body.push('\n');
     }
-    let next = entries.last().map_or(after, |e| e.offset);
+    let next = entries.last().unwrap_or(after);
     let mut control = serde_json::json!({
         "control": if more { "more" } else { "up-to-date" },
         "offset": next.to_string(),

@@ -91,6 +91,7 @@ pub use shape::reader::{ReadOutcome, VisitOutcome};
 pub use shape::wait::loom_model as wait_loom;
 pub use shape::wait::WaitOutcome;
 pub use store::writer::{Flushed, ShapeWriter};
+pub use store::PackedRead;
 pub use store::{Config, Removed, ShapeHandle, Stats, Store};
 
 /// README.md's Rust examples, compiled and run as doctests so they stay true.

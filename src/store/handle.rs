@@ -208,6 +208,47 @@ impl ShapeHandle {
         }
     }
 
+    /// The wait of [`ShapeHandle::wait_for`] as a future without a timeout
+    /// and without any runtime: it resolves when a commit past `after` is
+    /// visible or the writer goes away, and is woken from the store's waker
+    /// thread (`shapebuf-wake`), which calls the waker outside its locks.
+    /// Hosts with their own event loop drive it (the Erlang binding
+    /// re-polls it from its waker and sends a message); add a timeout by
+    /// dropping it. `'static`, `Send`, and cancel-safe: dropping it
+    /// deregisters the wait.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use std::future::Future;
+    /// use std::sync::Arc;
+    /// use std::task::{Context, Poll, Wake, Waker};
+    /// use shapebuf::{LogOffset, Store, WaitOutcome};
+    /// struct Noop;
+    /// impl Wake for Noop {
+    ///     fn wake(self: Arc<Self>) {}
+    /// }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// let h = store.handle("s")?;
+    /// let mut wait = Box::pin(h.wait_future(LogOffset::ZERO));
+    /// let waker = Waker::from(Arc::new(Noop));
+    /// let mut cx = Context::from_waker(&waker);
+    /// assert!(wait.as_mut().poll(&mut cx).is_pending());
+    /// w.append(LogOffset::new(2, 0), "x")?;
+    /// w.commit()?;
+    /// assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(WaitOutcome::Committed(LogOffset::new(2, 0))));
+    /// # Ok(()) }
+    /// ```
+    // Not under loom: its stand-ins are not `Send`.
+    #[cfg(not(loom))]
+    pub fn wait_future(
+        &self,
+        after: LogOffset,
+    ) -> impl std::future::Future<Output = WaitOutcome> + Send + 'static {
+        wait::future::WaitFuture::new(self.clone(), after)
+    }
+
     /// How many readers wait on this shape now (blocking and async), for
     /// metrics.
     ///

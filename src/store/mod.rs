@@ -40,6 +40,7 @@ mod disk;
 pub(crate) mod flusher;
 mod handle;
 pub(crate) mod inner;
+mod packed;
 pub(crate) mod registry;
 pub(crate) mod slot;
 mod stats;
@@ -49,6 +50,7 @@ pub use config::Config;
 pub use handle::ShapeHandle;
 pub use inner::Removed;
 use inner::{Inner, Pinned};
+pub use packed::PackedRead;
 pub use stats::Stats;
 
 use std::path::Path;
@@ -567,5 +569,20 @@ impl ShapeHandle {
         Store {
             inner: Arc::clone(&self.inner),
         }
+    }
+}
+
+// Here rather than in packed.rs, for the same reason as above.
+impl Store {
+    /// [`ShapeHandle::read_packed`] of shape `id` after a lookup. An unknown
+    /// shape is [`Error::UnknownShape`](crate::Error::UnknownShape).
+    pub fn read_packed(
+        &self,
+        id: impl AsRef<[u8]>,
+        after: LogOffset,
+        upto: LogOffset,
+        max_entries: usize,
+    ) -> Result<PackedRead> {
+        self.handle(id)?.read_packed(after, upto, max_entries)
     }
 }

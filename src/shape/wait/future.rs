@@ -10,7 +10,7 @@ use super::{WaitOutcome, Watch};
 use crate::sync::{lock, Ordering};
 use crate::LogOffset;
 
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 pub(crate) struct WaitFuture<W: Watch> {
     watch: W,
     after: LogOffset,
@@ -19,7 +19,7 @@ pub(crate) struct WaitFuture<W: Watch> {
     key: Option<usize>,
 }
 
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 impl<W: Watch> WaitFuture<W> {
     /// A wait for a commit past `after`; closes count from now.
     pub(crate) fn new(watch: W, after: LogOffset) -> Self {
@@ -43,7 +43,7 @@ impl<W: Watch> WaitFuture<W> {
     }
 }
 
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 impl<W: Watch + Unpin> Future for WaitFuture<W> {
     type Output = WaitOutcome;
 
@@ -85,7 +85,7 @@ impl<W: Watch + Unpin> Future for WaitFuture<W> {
     }
 }
 
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 impl<W: Watch> Drop for WaitFuture<W> {
     fn drop(&mut self) {
         self.deregister();

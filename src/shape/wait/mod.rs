@@ -116,7 +116,7 @@
 //! reported while a commit past `after` was visible.
 
 use std::sync::Arc;
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -288,13 +288,13 @@ struct State {
     /// only async waiters wait).
     sleepers: usize,
     /// Async waiters' wakers.
-    #[cfg(feature = "tokio")]
+    #[cfg(not(loom))]
     wakers: Slab,
 }
 
 /// Async waiters' wakers by key: a key stays its future's until it
 /// deregisters, and a wake takes the wakers out, leaving the keys.
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 #[derive(Debug, Default)]
 struct Slab {
     entries: Vec<SlabEntry>,
@@ -303,14 +303,14 @@ struct Slab {
     occupied: usize,
 }
 
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 #[derive(Debug)]
 enum SlabEntry {
     Vacant { next: Option<usize> },
     Occupied(Option<Waker>),
 }
 
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 impl Slab {
     fn insert(&mut self) -> usize {
         self.occupied += 1;
@@ -578,9 +578,9 @@ impl Shared {
         // Release: pairs with the Acquire load of `seq` in the waiters; the
         // bump happens under the mutex (the event count's rule).
         self.seq.fetch_add(1, Ordering::Release);
-        #[cfg(feature = "tokio")]
+        #[cfg(not(loom))]
         let mut st = st;
-        #[cfg(feature = "tokio")]
+        #[cfg(not(loom))]
         let wakers = st.wakers.take_all();
         let sleepers = st.sleepers;
         drop(st);
@@ -588,7 +588,7 @@ impl Shared {
             self.cond.notify_all();
         }
         // Outside the lock: a waker may run its task inline.
-        #[cfg(feature = "tokio")]
+        #[cfg(not(loom))]
         for w in wakers {
             w.wake();
         }
@@ -660,7 +660,7 @@ fn relock_timeout<'a, T, R>(r: std::sync::LockResult<(MutexGuard<'a, T>, R)>) ->
 
 /// The async wait: resolves like [`wait_for`] without a timeout (the caller
 /// adds one). Cancel-safe: dropping it deregisters.
-#[cfg(feature = "tokio")]
+#[cfg(not(loom))]
 pub(crate) mod future;
 /// The waiter protocol on its own, for the loom model in
 /// `loom-tests/tests/wake.rs` (compiled only under `cfg(loom)`).
@@ -844,7 +844,7 @@ mod tests {
         }
     }
 
-    #[cfg(feature = "tokio")]
+    #[cfg(not(loom))]
     #[test]
     fn slab_reuses_keys_and_resets_when_empty() {
         let mut s = Slab::default();
