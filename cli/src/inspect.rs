@@ -373,8 +373,12 @@ pub fn stats(opts: &StoreDir) -> ExitCode {
         writeln!(out, "entries={entries}")?;
         writeln!(out, "bytes={bytes}")?;
         writeln!(out, "corrupt={damaged}")?;
-        writeln!(out, "open_files={}", store.open_files())?;
-        writeln!(out, "peak_open_files={}", store.peak_open_files())?;
+        // The store's own snapshot, in the same key=value form.
+        for kv in store.stats().to_string().split(' ') {
+            if !kv.starts_with("shapes=") {
+                writeln!(out, "{kv}")?;
+            }
+        }
         out.flush()?;
         Ok(damaged == 0)
     })

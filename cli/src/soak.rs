@@ -267,6 +267,8 @@ fn soak(opts: &Options) -> Result<bool, String> {
     };
     let hot = soak.hot_shapes();
     let peak_files = soak.store.peak_open_files();
+    // What an operator would have seen at the end of the traffic.
+    let store_stats = soak.store.stats();
     let ghosts = lanes.ghosts();
     let Soak { store, stats, .. } = soak;
 
@@ -354,6 +356,7 @@ fn soak(opts: &Options) -> Result<bool, String> {
             Err(what) => format!("FAILED ({what})"),
         },
     );
+    println!("stats: {store_stats}");
     if !ghosts_ok {
         eprintln!("soak: {ghosts} incarnations kept for readers that never came for them");
     }

@@ -213,11 +213,20 @@ fn inspecting_a_damaged_store() {
         ["shapes=3", "entries=4", "bytes=23", "corrupt=1"],
         "{out}"
     );
-    assert!(lines[4].starts_with("open_files="), "{out}");
-    assert!(lines[5].starts_with("peak_open_files="), "{out}");
-    let peak: usize = lines[5]["peak_open_files=".len()..]
-        .parse()
-        .expect("a number");
+    // Then the store's own snapshot (Store::stats), key=value.
+    let value = |key: &str| -> u64 {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {out}"));
+        line[key.len() + 1..]
+            .trim_end_matches('B')
+            .parse()
+            .expect("a number")
+    };
+    assert_eq!(value("quarantined"), 1, "{out}");
+    assert_eq!(value("live_writers"), 0, "{out}");
+    let peak = value("peak_open_files");
     assert!(peak >= 1, "the scan opened log files: {out}");
 
     // Inspection never rewrote the quarantined shape's file.

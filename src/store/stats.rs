@@ -141,7 +141,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "shapes={} open={} live_writers={} quarantined={} not_durable={} entries \
+            "shapes={} open={} live_writers={} quarantined={} not_durable_entries={} \
              memory={}B retired={}B flushes={} flushed={}B flush_errors={} \
              sync_p50={:?} sync_p99={:?} open_files={} peak_open_files={}",
             self.shapes,
