@@ -35,8 +35,9 @@ pub enum Error {
     /// the first entry".
     #[error("offset 0/0 is reserved as the start of a log and cannot hold an entry")]
     ZeroOffset,
-    /// A payload larger than the configured maximum.
-    #[error("payload of {len} bytes exceeds the maximum of {max} bytes")]
+    /// A payload larger than the configured maximum
+    /// ([`Config::max_payload`](crate::Config::max_payload)).
+    #[error("payload of {len} bytes exceeds Config::max_payload ({max} bytes)")]
     PayloadTooLarge {
         /// The rejected payload's length.
         len: usize,
@@ -110,8 +111,21 @@ pub enum Error {
     /// process, or another `Store` in this one, has it open).
     #[error("store directory {0} is in use by another store (its LOCK file is locked)")]
     Locked(PathBuf),
-    /// An I/O operation failed.
-    #[error("{op} {path}: {source}")]
+    /// A [`Config`](crate::Config) value the store cannot run with, refused
+    /// by [`Config::validate`](crate::Config::validate) (which
+    /// [`Store::open_with`](crate::Store::open_with) runs before it touches
+    /// the directory).
+    #[error("invalid Config::{field}: {reason}")]
+    InvalidConfig {
+        /// The field, as spelled in [`Config`](crate::Config).
+        field: &'static str,
+        /// Its bounds, and the value given.
+        reason: String,
+    },
+    /// An I/O operation failed. The message names the operation and the
+    /// path; the OS error is the [`source`](std::error::Error::source)
+    /// (print the chain, e.g. with `anyhow`'s `{:#}`, to see it).
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,

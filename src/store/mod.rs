@@ -112,7 +112,8 @@ impl Store {
         mut config: Config,
         fs: Arc<dyn Fs>,
     ) -> Result<Store> {
-        config.max_payload = config.max_payload.min(log::record::MAX_PAYLOAD);
+        config.validate()?;
+        // What `validate` accepts and each field's doc says it acts as.
         config.segment_capacity = config.segment_capacity.max(1);
         // A writer counts pending bytes in a `u32` (saturating).
         config.flush_bytes = config.flush_bytes.min(u32::MAX as usize);
@@ -120,7 +121,6 @@ impl Store {
             .max_pending_bytes
             .max(config.flush_bytes)
             .min(u32::MAX as usize);
-        config.max_open_files = config.max_open_files.max(1);
         let top = dir.as_ref();
         let dir = top.join("shapes");
         fs.create_dir_all(&dir)
@@ -204,7 +204,9 @@ impl Store {
     /// A handle on shape `id` that reads without a registry lookup and stays
     /// valid across terminate and restart of the shape.
     pub fn handle(&self, id: impl AsRef<[u8]>) -> Result<ShapeHandle> {
-        let slot = self.inner.slot(id.as_ref(), false)?;
+        let id = id.as_ref();
+        id::check(id)?;
+        let slot = self.inner.slot(id, false)?;
         Ok(ShapeHandle {
             inner: Arc::clone(&self.inner),
             slot,
@@ -220,6 +222,7 @@ impl Store {
         upto: LogOffset,
     ) -> Result<ReadOutcome> {
         let id = id.as_ref();
+        id::check(id)?;
         if upto <= after {
             // Still an error for an unknown shape.
             self.inner.slot(id, false)?;
@@ -300,7 +303,8 @@ impl Store {
     /// Whether shape `id` is known (created, or on disk). May read the
     /// header of the shape's first file, the first time.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
-        self.inner.slot(id.as_ref(), false).is_ok()
+        let id = id.as_ref();
+        id::check(id).is_ok() && self.inner.slot(id, false).is_ok()
     }
 
     /// The number of known shapes (found on disk at open, or created since),
@@ -425,7 +429,9 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub fn remove(&self, id: impl AsRef<[u8]>) -> Result<Removed> {
-        let slot = self.inner.slot(id.as_ref(), false)?;
+        let id = id.as_ref();
+        id::check(id)?;
+        let slot = self.inner.slot(id, false)?;
         self.inner.remove(&slot, None)
     }
 
