@@ -63,6 +63,30 @@ pub enum Error {
     /// Another live writer already owns this shape.
     #[error("shape {0} already has a live writer")]
     WriterActive(String),
+    /// `append` of an entry of a transaction that a dropped predecessor
+    /// writer left torn: the predecessor appended the transaction's
+    /// beginning (up to `torn_after`) and was dropped before committing it,
+    /// so that beginning is gone (the flush tracker reported it as a
+    /// [`Loss`](crate::Loss)). The entry was **not** written: committing the
+    /// rest of a transaction without its beginning would store a torn
+    /// transaction. The writer stays usable: the host either replays the
+    /// transaction from its beginning (an entry at or below `torn_after`
+    /// is written and ends this state) or goes on with the next
+    /// transaction; later entries of the torn one get this error too.
+    #[error(
+        "entry {offset} of shape {shape} was not written: its transaction {tx} was torn by a \
+         writer dropped after appending up to {torn_after} (replay the transaction from its \
+         start, or go on with the next)",
+        tx = offset.tx
+    )]
+    TornTransaction {
+        /// The shape.
+        shape: String,
+        /// The entry that was not written.
+        offset: LogOffset,
+        /// The last entry the dropped writer appended in that transaction.
+        torn_after: LogOffset,
+    },
     /// The writer was terminated, or poisoned by an earlier I/O failure.
     #[error("the writer of shape {shape} is unusable: {reason}")]
     WriterClosed {
@@ -144,5 +168,34 @@ impl Error {
     ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
+    }
+}
+
+/// An error and its causes, `: `-separated, each printed once (what
+/// `anyhow`'s `{:#}` prints): for log lines, where [`Error::Io`]'s own
+/// message leaves its OS error to its source.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_prints_its_os_error_once_in_a_chain() {
+        let e = Error::io("sync", "/x/y.log")(io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "sync /x/y.log");
+        assert_eq!(Chain(&e).to_string(), "sync /x/y.log: disk on fire");
     }
 }

@@ -96,17 +96,33 @@ impl Store {
     /// Opens (creating if needed) the store in `dir` with default settings.
     /// Lists the directory and reads no log: each shape is recovered when
     /// first used.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_with`] with the default [`Config`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         Store::open_with(dir, Config::default())
     }
 
     /// Opens the store in `dir` with `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if [`Config::validate`] refuses `config`
+    /// (nothing is created then); [`Error::Locked`] if another store (in this
+    /// process or another) has the directory open; [`Error::Io`] if the
+    /// directory cannot be created, locked, synced or listed, or a removal that
+    /// a crash interrupted cannot be finished.
     pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         Store::open_with_fs(dir, config, Arc::new(RealFs))
     }
 
     /// Opens the store in `dir` with `config`, doing all file I/O through
     /// `fs` (for fault injection and simulated power loss).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_with`] (the I/O errors are `fs`'s).
     pub fn open_with_fs(
         dir: impl AsRef<Path>,
         mut config: Config,
@@ -176,6 +192,15 @@ impl Store {
     /// terminated shape continues its log after the last committed entry. A
     /// shape whose files failed verification answers
     /// [`Error::Corrupt`] (see [`Store::corrupt_shapes`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadShapeId`] for an empty id or one longer than
+    /// [`MAX_ID`](crate::MAX_ID); [`Error::WriterActive`] while another writer
+    /// of the shape lives; [`Error::Corrupt`] for a quarantined shape;
+    /// [`Error::Io`] if finding or recovering the shape's log fails (a new
+    /// writer that must flush what a dropped one committed fails with that
+    /// flush's error).
     pub fn writer(&self, id: impl AsRef<[u8]>) -> Result<ShapeWriter> {
         let id = id.as_ref();
         id::check(id)?;
@@ -203,6 +228,12 @@ impl Store {
 
     /// A handle on shape `id` that reads without a registry lookup and stays
     /// valid across terminate and restart of the shape.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadShapeId`] for an empty or over-long id;
+    /// [`Error::UnknownShape`] if no such shape exists; [`Error::Io`] if reading
+    /// a file header to find it fails.
     pub fn handle(&self, id: impl AsRef<[u8]>) -> Result<ShapeHandle> {
         let id = id.as_ref();
         id::check(id)?;
@@ -215,6 +246,15 @@ impl Store {
 
     /// The committed entries of shape `id` with offsets in `(after, upto]`,
     /// in order. An unknown shape is [`Error::UnknownShape`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadShapeId`] for an empty or over-long id;
+    /// [`Error::UnknownShape`] if no such shape exists; [`Error::ShapeRemoved`]
+    /// if it was removed meanwhile; [`Error::Corrupt`] for a quarantined shape;
+    /// [`Error::OffsetCollected`] if `after` is before the earliest entry still
+    /// on disk ([`ShapeHandle::collect_files_before`]); [`Error::Io`] if reading
+    /// its log fails.
     pub fn read(
         &self,
         id: impl AsRef<[u8]>,
@@ -247,6 +287,11 @@ impl Store {
     /// writer goes away, or `timeout` passes: [`ShapeHandle::wait_for`]
     /// after a lookup. An unknown shape is [`Error::UnknownShape`].
     ///
+    /// # Errors
+    ///
+    /// As [`Store::handle`]: the wait itself does not fail (a removed shape
+    /// or a dead writer is a [`WaitOutcome`]).
+    ///
     /// ```
     /// # fn main() -> shapebuf::Result<()> {
     /// use std::time::Duration;
@@ -274,6 +319,11 @@ impl Store {
     /// The async form of [`Store::wait_for`] (feature `tokio`; the timeout
     /// runs on tokio's timer). The lookup happens at the call; the future
     /// is `'static`, `Send` and cancel-safe.
+    ///
+    /// # Errors
+    ///
+    /// The future resolves to [`Store::handle`]'s error for an invalid or
+    /// unknown id; the wait itself does not fail.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -315,6 +365,10 @@ impl Store {
 
     /// The ids of every known shape. Reads the header of every shape's
     /// first file not read yet: one small read per shape found on disk.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if reading a file header fails.
     pub fn shapes(&self) -> Result<Vec<Bytes>> {
         let ctx = &self.inner.env.log;
         for (stem, files) in ctx.catalog.all_unresolved() {
@@ -353,6 +407,11 @@ impl Store {
     /// named by path in a `tracing` error each (looking one up by its id
     /// quarantines it under that id; [`Store::remove`] of the id resets
     /// it). I/O errors other than damage are returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] for a failure other than damage (damage is counted and
+    /// listed, not returned).
     pub fn verify_all(&self) -> Result<usize> {
         let env = &self.inner.env;
         // A stem whose first header is damaged has no readable id: it is
@@ -407,6 +466,14 @@ impl Store {
     /// new shape with the same id can be created at once and starts empty;
     /// handles of the old one never see its data. A crash at any point
     /// leaves, after a restart, either the whole shape or none of it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadShapeId`] for an empty or over-long id;
+    /// [`Error::UnknownShape`] if no such shape exists (or it was removed
+    /// already); [`Error::WriterActive`] while a live writer owns it;
+    /// [`Error::Io`] if writing the tombstone or deleting files fails (the
+    /// shape is then either whole or removed, as after a crash).
     ///
     /// ```
     /// # fn main() -> shapebuf::Result<()> {
@@ -492,9 +559,21 @@ impl Store {
         &self.inner.tracker
     }
 
-    /// The directory the shape logs live in.
+    /// The directory the store was opened on (the `dir` given to
+    /// [`Store::open`]); the shape logs live in its `shapes` subdirectory
+    /// (see docs/format.md).
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = shapebuf::Store::open(dir.path())?;
+    /// assert_eq!(store.dir(), dir.path());
+    /// # Ok(()) }
+    /// ```
     pub fn dir(&self) -> &Path {
-        &self.inner.env.log.dir
+        // The logs' directory is `<dir>/shapes` (`open_with_fs`).
+        let shapes = &self.inner.env.log.dir;
+        shapes.parent().unwrap_or(shapes)
     }
 }
 
