@@ -12,7 +12,7 @@ use super::events::Loss;
 use super::model::{Inner, ShapeState, TxHold};
 
 /// One shape as the tracker sees it: the handle its writer reports through.
-/// Obtained from [`FlushTracker::register`] or [`FlushTracker::get`]. Cheap
+/// Obtained from [`FlushTracker::register`](crate::FlushTracker::register) or [`FlushTracker::get`](crate::FlushTracker::get). Cheap
 /// to clone; after the shape is removed every call is ignored.
 ///
 /// ```
@@ -145,7 +145,7 @@ impl TrackedShape {
 }
 
 /// A transaction being received: which tracked shapes got entries of it and
-/// up to which offset. Built by [`FlushTracker::transaction`]; only
+/// up to which offset. Built by [`FlushTracker::transaction`](crate::FlushTracker::transaction); only
 /// [`Transaction::commit`] makes it count.
 ///
 /// ```
@@ -209,8 +209,8 @@ impl Transaction<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::CommitOutOfOrder`] if `end` is not above the previous
-    /// commit; [`Error::ReceivedBeyondCommit`] if a shape received an offset
+    /// [`Error::CommitOutOfOrder`](crate::Error::CommitOutOfOrder) if `end` is not above the previous
+    /// commit; [`Error::ReceivedBeyondCommit`](crate::Error::ReceivedBeyondCommit) if a shape received an offset
     /// above `end`. Nothing is recorded then.
     ///
     /// ```

@@ -80,10 +80,10 @@ impl ShapeHandle {
     ///
     /// # Errors
     ///
-    /// [`Error::ShapeRemoved`] if the shape was removed; [`Error::Corrupt`]
-    /// if it is quarantined; [`Error::OffsetCollected`] if `after` is before the
+    /// [`Error::ShapeRemoved`](crate::Error::ShapeRemoved) if the shape was removed; [`Error::Corrupt`](crate::Error::Corrupt)
+    /// if it is quarantined; [`Error::OffsetCollected`](crate::Error::OffsetCollected) if `after` is before the
     /// earliest entry still on disk ([`ShapeHandle::collect_files_before`]);
-    /// [`Error::Io`] if reading its log fails.
+    /// [`Error::Io`](crate::Error::Io) if reading its log fails.
     pub fn read(&self, after: LogOffset, upto: LogOffset) -> Result<ReadOutcome> {
         self.inner.read_slot(&self.slot, after, upto)
     }
@@ -237,13 +237,13 @@ impl ShapeHandle {
     /// kept). Returns how many were removed. Safe while readers read and the
     /// writer writes: a read already under way finishes from the files it
     /// resolved; a read that starts later and needs a removed entry gets
-    /// [`Error::OffsetCollected`] naming the earliest offset still
+    /// [`Error::OffsetCollected`](crate::Error::OffsetCollected) naming the earliest offset still
     /// available, never a partial answer.
     ///
     /// # Errors
     ///
-    /// [`Error::ShapeRemoved`] if the shape was removed; [`Error::Corrupt`]
-    /// if it is quarantined; [`Error::Io`] if recovering the shape or deleting a
+    /// [`Error::ShapeRemoved`](crate::Error::ShapeRemoved) if the shape was removed; [`Error::Corrupt`](crate::Error::Corrupt)
+    /// if it is quarantined; [`Error::Io`](crate::Error::Io) if recovering the shape or deleting a
     /// file fails.
     ///
     /// ```

@@ -351,7 +351,10 @@ impl Store {
     }
 
     /// Whether shape `id` is known (created, or on disk). May read the
-    /// header of the shape's first file, the first time.
+    /// header of the shape's first file, the first time. An id no shape
+    /// can have (empty, or longer than [`MAX_ID`](crate::MAX_ID): what the
+    /// other entry points refuse with [`Error::BadShapeId`]) answers
+    /// `false`, as does a lookup that fails to read a header.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
         let id = id.as_ref();
         id::check(id).is_ok() && self.inner.slot(id, false).is_ok()
