@@ -102,18 +102,20 @@ fn run() {
     }
     let (rss, heap) = (rss_after_trim(), heap_bytes());
     let (rss0, heap0) = first.expect("checkpoint reached");
-    let left: Vec<String> = std::fs::read_dir(store.dir())
+    // The shape logs' directory (`Store::dir` is the one the store opened).
+    let shapes_dir = store.dir().join("shapes");
+    let left: Vec<String> = std::fs::read_dir(&shapes_dir)
         .map(|d| {
             d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                 .collect()
         })
         .unwrap_or_default();
     if !left.is_empty() {
-        eprintln!("reclaim: left in {}: {left:?}", store.dir().display());
+        eprintln!("reclaim: left in {}: {left:?}", shapes_dir.display());
     }
     let left = left.len();
     let shapes = store.shape_count();
-    let path = store.dir().to_path_buf();
+    let path = shapes_dir;
     // Closing the store runs what the epoch collector still holds (a
     // removal whose last reference sits in an idle flusher thread's bag).
     drop(store);

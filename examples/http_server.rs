@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! GET  /shapes/{id}?offset=TX/OP&live=true   committed entries after TX/OP, as JSON lines
+//!                                             (`live=1` works too)
 //! POST /admin/shapes/{id}/restart             terminate the shape's writer and start a new one
 //! ```
 //!
@@ -21,8 +22,11 @@
 //! `payload` is base64 (payloads are bytes). `control` is `up-to-date`, or
 //! `more` when the response was cut at the entry limit; `wait` is present
 //! when the request long-polled (`committed`, `timed-out`, `terminated`,
-//! `writer-dropped`). A `terminated` shape answers at once (it may be
-//! restarting): a client should back off before asking again.
+//! `writer-dropped`, `shutdown`). A `terminated` shape answers at once (it
+//! may be restarting): a client should back off before asking again. When
+//! the server shuts down (Ctrl-C), every long-poll ends at once with
+//! `"wait":"shutdown"` (and the offset to continue from elsewhere), so the
+//! server stops without waiting out the long-poll limit.
 //!
 //! Shape ids in URLs are untrusted: the path segment is percent-decoded to
 //! bytes (any bytes, `%2F` included) and an empty or over-long id is a 400.
@@ -56,6 +60,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
+use serde::Deserializer;
 use shapebuf::{Error, LogOffset, PackedRead, ShapeHandle, ShapeWriter, Store, WaitOutcome};
 
 /// The longest shape id accepted in a URL (after percent-decoding). The
@@ -88,12 +93,36 @@ pub struct App {
     store: Store,
     feeder: Arc<Feeder>,
     cfg: ServerConfig,
+    /// Set once, by [`App::shut_down`]: long-polls end at once.
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl App {
     /// Serves `store`, whose writers `feeder` owns.
     pub fn new(store: Store, feeder: Arc<Feeder>, cfg: ServerConfig) -> App {
-        App { store, feeder, cfg }
+        App {
+            store,
+            feeder,
+            cfg,
+            shutdown: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// Ends every long-poll now, and every later one at once, each with a
+    /// `"wait":"shutdown"` control line: call it when the server starts
+    /// shutting down, so that graceful shutdown does not wait out the
+    /// long-poll limit.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`App::shut_down`] was called (at once if it was).
+    fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            // An error means the sender is gone: the app is gone too.
+            let _ = rx.wait_for(|down| *down).await;
+        }
     }
 }
 
@@ -297,9 +326,22 @@ async fn empty_id() -> Response {
 pub struct TailQuery {
     /// `TX/OP`: return entries after this one (default `0/0`, everything).
     pub offset: Option<String>,
-    /// Long-poll when nothing is new.
-    #[serde(default)]
+    /// Long-poll when nothing is new: `live=true` or `live=1` (`false`, `0`
+    /// or absent: no long-poll; anything else is a 400).
+    #[serde(default, deserialize_with = "flag")]
     pub live: bool,
+}
+
+/// A query flag: `true`/`1` or `false`/`0`.
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected true, false, 1 or 0, got {s:?}"
+        ))),
+    }
 }
 
 /// Reads at most `max` entries of `(after, MAX]` off the async runtime (a
@@ -332,9 +374,13 @@ async fn tail(State(app): State<App>, uri: Uri, Query(q): Query<TailQuery>) -> R
     };
     let mut waited = None;
     if entries.is_empty() && q.live {
-        let out = handle.wait_for_async(after, app.cfg.long_poll).await;
+        // A shutdown ends the long-poll at once (`None`).
+        let out = tokio::select! {
+            out = handle.wait_for_async(after, app.cfg.long_poll) => Some(out),
+            () = app.shutting_down() => None,
+        };
         waited = Some(out);
-        if let WaitOutcome::Committed(_) = out {
+        if let Some(WaitOutcome::Committed(_)) = out {
             entries = match read(&handle, after, max).await {
                 Ok(v) => v,
                 Err(r) => return r,
@@ -359,11 +405,12 @@ async fn tail(State(app): State<App>, uri: Uri, Query(q): Query<TailQuery>) -> R
     });
     if let Some(out) = waited {
         control["wait"] = match out {
-            WaitOutcome::Committed(_) => "committed",
-            WaitOutcome::TimedOut => "timed-out",
-            WaitOutcome::Terminated => "terminated",
-            WaitOutcome::WriterDropped => "writer-dropped",
-            _ => "other",
+            Some(WaitOutcome::Committed(_)) => "committed",
+            Some(WaitOutcome::TimedOut) => "timed-out",
+            Some(WaitOutcome::Terminated) => "terminated",
+            Some(WaitOutcome::WriterDropped) => "writer-dropped",
+            None => "shutdown",
+            Some(_) => "other",
         }
         .into();
     }
@@ -439,8 +486,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("store in {}; serving on http://{addr}", dir.display());
     println!("try: curl 'http://{addr}/shapes/orders?offset=0/0'");
     let app = App::new(store, feeder, ServerConfig::default());
-    serve(listener, app, async {
+    let on_ctrl_c = app.clone();
+    serve(listener, app, async move {
         let _ = tokio::signal::ctrl_c().await;
+        // Long-polls end now, with a control line; graceful shutdown then
+        // has nothing to wait for.
+        on_ctrl_c.shut_down();
     })
     .await?;
     // Relaxed: a stop flag.

@@ -35,8 +35,9 @@ pub enum Error {
     /// the first entry".
     #[error("offset 0/0 is reserved as the start of a log and cannot hold an entry")]
     ZeroOffset,
-    /// A payload larger than the configured maximum.
-    #[error("payload of {len} bytes exceeds the maximum of {max} bytes")]
+    /// A payload larger than the configured maximum
+    /// ([`Config::max_payload`](crate::Config::max_payload)).
+    #[error("payload of {len} bytes exceeds Config::max_payload ({max} bytes)")]
     PayloadTooLarge {
         /// The rejected payload's length.
         len: usize,
@@ -62,6 +63,30 @@ pub enum Error {
     /// Another live writer already owns this shape.
     #[error("shape {0} already has a live writer")]
     WriterActive(String),
+    /// `append` of an entry of a transaction that a dropped predecessor
+    /// writer left torn: the predecessor appended the transaction's
+    /// beginning (up to `torn_after`) and was dropped before committing it,
+    /// so that beginning is gone (the flush tracker reported it as a
+    /// [`Loss`](crate::Loss)). The entry was **not** written: committing the
+    /// rest of a transaction without its beginning would store a torn
+    /// transaction. The writer stays usable: the host either replays the
+    /// transaction from its beginning (an entry at or below `torn_after`
+    /// is written and ends this state) or goes on with the next
+    /// transaction; later entries of the torn one get this error too.
+    #[error(
+        "entry {offset} of shape {shape} was not written: its transaction {tx} was torn by a \
+         writer dropped after appending up to {torn_after} (replay the transaction from its \
+         start, or go on with the next)",
+        tx = offset.tx
+    )]
+    TornTransaction {
+        /// The shape.
+        shape: String,
+        /// The entry that was not written.
+        offset: LogOffset,
+        /// The last entry the dropped writer appended in that transaction.
+        torn_after: LogOffset,
+    },
     /// The writer was terminated, or poisoned by an earlier I/O failure.
     #[error("the writer of shape {shape} is unusable: {reason}")]
     WriterClosed {
@@ -110,8 +135,21 @@ pub enum Error {
     /// process, or another `Store` in this one, has it open).
     #[error("store directory {0} is in use by another store (its LOCK file is locked)")]
     Locked(PathBuf),
-    /// An I/O operation failed.
-    #[error("{op} {path}: {source}")]
+    /// A [`Config`](crate::Config) value the store cannot run with, refused
+    /// by [`Config::validate`](crate::Config::validate) (which
+    /// [`Store::open_with`](crate::Store::open_with) runs before it touches
+    /// the directory).
+    #[error("invalid Config::{field}: {reason}")]
+    InvalidConfig {
+        /// The field, as spelled in [`Config`](crate::Config).
+        field: &'static str,
+        /// Its bounds, and the value given.
+        reason: String,
+    },
+    /// An I/O operation failed. The message names the operation and the
+    /// path; the OS error is the [`source`](std::error::Error::source)
+    /// (print the chain, e.g. with `anyhow`'s `{:#}`, to see it).
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -130,5 +168,34 @@ impl Error {
     ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
+    }
+}
+
+/// An error and its causes, `: `-separated, each printed once (what
+/// `anyhow`'s `{:#}` prints): for log lines, where [`Error::Io`]'s own
+/// message leaves its OS error to its source.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_prints_its_os_error_once_in_a_chain() {
+        let e = Error::io("sync", "/x/y.log")(io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "sync /x/y.log");
+        assert_eq!(Chain(&e).to_string(), "sync /x/y.log: disk on fire");
     }
 }

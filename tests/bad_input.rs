@@ -154,10 +154,28 @@ fn payloads_over_the_limit_are_rejected() {
     w.commit().expect("commit");
     assert_eq!(all(&store, "s").len(), 2);
 
-    // A configured limit above the format's own is clamped to it.
+    // A configured limit above the format's own is refused at open (it
+    // could not be honoured), not silently lowered.
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = Config {
-        max_payload: usize::MAX,
+        max_payload: MAX_PAYLOAD + 1,
+        ..Config::default()
+    };
+    let e = Store::open_with(dir.path(), cfg).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidConfig {
+                field: "max_payload",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // At the format's bound, a payload one byte over it is refused by
+    // append, naming the field.
+    let cfg = Config {
+        max_payload: MAX_PAYLOAD,
         ..Config::default()
     };
     let store = Store::open_with(dir.path(), cfg).expect("open");
@@ -168,6 +186,7 @@ fn payloads_over_the_limit_are_rejected() {
         matches!(e, Error::PayloadTooLarge { len, max } if len == MAX_PAYLOAD + 1 && max == MAX_PAYLOAD),
         "{e:?}"
     );
+    assert!(e.to_string().contains("Config::max_payload"), "{e}");
 }
 
 #[test]
@@ -430,7 +449,11 @@ fn a_writer_whose_flush_failed_refuses_every_later_call() {
         std::error::Error::source(&e).is_some(),
         "the io::Error is kept"
     );
-    assert!(e.to_string().contains("injected fsync failure"), "{e}");
+    // The OS error is the source, not repeated in the message (std's
+    // guideline: a chain printer prints each cause once).
+    let source = std::error::Error::source(&e).expect("source").to_string();
+    assert!(source.contains("injected fsync failure"), "{source}");
+    assert!(!e.to_string().contains("injected fsync failure"), "{e}");
     fail.store(false, Ordering::SeqCst);
 
     // Every later call fails, even with the disk healthy again.

@@ -2,7 +2,7 @@
 //! middle of a transaction, and a replacement writer receives the rest of
 //! the transaction with no beginning. The tracker must not wait for the
 //! dead writer, and the replacement must not write the torn transaction.
-use shapebuf::{Config, FlushEvent, FlushTracker, LogOffset, Loss, Store};
+use shapebuf::{Config, Error, FlushEvent, FlushTracker, LogOffset, Loss, Store};
 
 fn o(tx: u64, op: u64) -> LogOffset {
     LogOffset::new(tx, op)
@@ -83,9 +83,24 @@ fn store_crash_mid_transaction(cfg: Config, flushed_before_crash: bool) {
     );
 
     // The replacement receives the rest of 5, without its beginning.
+    // Each of its appends says it was not written (issue 22 item 9: never
+    // `Ok` as if written), and the writer stays usable.
     let mut b = store.writer("s").unwrap();
-    b.append(o(5, 2), "rest").unwrap();
-    b.append(o(5, 3), "rest").unwrap();
+    for op in [2, 3] {
+        match b.append(o(5, op), "rest") {
+            Err(Error::TornTransaction {
+                shape,
+                offset,
+                torn_after,
+            }) => {
+                assert_eq!(
+                    (shape.as_str(), offset, torn_after),
+                    ("s", o(5, op), o(5, 1))
+                );
+            }
+            other => panic!("append of the torn rest: {other:?}"),
+        }
+    }
     tx.received("s", o(5, 3));
     b.commit().unwrap();
     // Nothing of 5 is waited for: the dead writer's part is gone (reported),
@@ -155,4 +170,33 @@ fn store_replacement_writes_a_replayed_transaction_whole() {
     assert_eq!(t.global(), o(5, 2));
     let r = store.read("s", LogOffset::ZERO, LogOffset::MAX).unwrap();
     assert_eq!(r.entries.len(), 3);
+}
+
+#[test]
+fn store_append_of_a_torn_rest_says_so_and_a_replay_after_it_is_written() {
+    // Issue 22 item 9: the append the store drops is an error, not `Ok`;
+    // the writer stays usable, and the host may still replay the
+    // transaction from its beginning.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut a = store.writer("s").unwrap();
+    a.append(o(5, 0), "a").unwrap();
+    a.append(o(5, 1), "b").unwrap();
+    drop(a);
+    let mut b = store.writer("s").unwrap();
+    let e = b.append(o(5, 2), "rest").unwrap_err();
+    assert!(
+        matches!(e, Error::TornTransaction { offset, torn_after, .. } if offset == o(5, 2) && torn_after == o(5, 1)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("not written"), "{e}");
+    assert_eq!(b.last_appended(), LogOffset::ZERO, "nothing was appended");
+    for op in 0..3 {
+        b.append(o(5, op), "replayed").unwrap();
+    }
+    b.commit().unwrap();
+    b.flush().unwrap();
+    let r = store.read("s", LogOffset::ZERO, LogOffset::MAX).unwrap();
+    let got: Vec<_> = r.entries.iter().map(|e| e.offset).collect();
+    assert_eq!(got, vec![o(5, 0), o(5, 1), o(5, 2)]);
 }

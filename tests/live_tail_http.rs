@@ -61,6 +61,8 @@ struct Totals {
     terminated: AtomicU64,
     restarts: AtomicU64,
     max_request_ms: AtomicU64,
+    /// Long-polls asked for with `live=1` (the others say `live=true`).
+    long_polls_live_1: AtomicU64,
 }
 
 /// One response: the entries and the control line's offset.
@@ -111,14 +113,16 @@ async fn tail(
 ) -> Vec<(LogOffset, Bytes)> {
     let mut log: Vec<(LogOffset, Bytes)> = Vec::new();
     let mut offset = LogOffset::ZERO;
-    for _ in 0..MAX_REQUESTS_PER_CLIENT {
+    for n in 0..MAX_REQUESTS_PER_CLIENT {
         // Acquire: pairs with the Release store after the writer's last
         // commit, so `last` is final.
         if done.load(Ordering::Acquire) && offset >= *last.lock().unwrap() {
             return log;
         }
+        // Both spellings of the flag, alternately.
+        let live = if n % 2 == 0 { "true" } else { "1" };
         let url = format!(
-            "{base}/shapes/{}?offset={offset}&live=true",
+            "{base}/shapes/{}?offset={offset}&live={live}",
             url_segment(&id)
         );
         let started = Instant::now();
@@ -135,6 +139,9 @@ async fn tail(
         let page = parse_page(&body);
         if let Some(w) = &page.wait {
             totals.long_polls.fetch_add(1, Ordering::Relaxed);
+            if live == "1" {
+                totals.long_polls_live_1.fetch_add(1, Ordering::Relaxed);
+            }
             let counter = match w.as_str() {
                 "committed" => &totals.woken_by_commit,
                 "timed-out" => &totals.timed_out,
@@ -323,6 +330,10 @@ async fn storm() {
     );
     assert!(r(&t.restarts) > 0, "the storm restarted shapes");
     assert!(
+        r(&t.long_polls_live_1) > 0,
+        "live=1 long-polls as live=true does"
+    );
+    assert!(
         r(&t.woken_by_commit) > 0,
         "long-polls were woken by commits"
     );
@@ -338,6 +349,8 @@ async fn bad_requests(client: &reqwest::Client, base: &str) {
         ("GET", format!("{base}/shapes/orders?offset=7"), 400),
         ("GET", format!("{base}/shapes/orders?offset=-1/0"), 400),
         ("GET", format!("{base}/shapes/orders?offset=1/2/3"), 400),
+        ("GET", format!("{base}/shapes/orders?live=yes"), 400),
+        ("GET", format!("{base}/shapes/orders?live=2"), 400),
         ("GET", format!("{base}/shapes/no%20such%20shape"), 404),
         (
             "POST",
@@ -361,4 +374,71 @@ async fn bad_requests(client: &reqwest::Client, base: &str) {
     );
     let resp = client.get(&url).send().await.expect("request");
     assert_eq!(resp.status(), reqwest::StatusCode::OK, "{url}");
+}
+
+/// Issue 22 item 9: Ctrl-C (here, the same `App::shut_down` the example's
+/// main calls when it sees one) ends a long-poll at once with a control
+/// line, instead of graceful shutdown waiting out the long-poll limit. The
+/// limit here is longer than the client's timeout, so a long-poll that
+/// was not ended fails the request instead of answering `timed-out`.
+#[test]
+fn a_shutdown_ends_long_polls_at_once_with_a_control_line() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ids = vec![Bytes::from_static(b"quiet")];
+        let feeder = Feeder::new(store.clone(), ids).unwrap();
+        let app = App::new(
+            store.clone(),
+            Arc::clone(&feeder),
+            ServerConfig {
+                long_poll: REQUEST_TIMEOUT * 3,
+                max_entries: 64,
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let on_stop = app.clone();
+        let server = tokio::spawn(http_server::serve(listener, app, async move {
+            let _ = stop_rx.await;
+            on_stop.shut_down();
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap();
+        // Nothing is committed: the request long-polls.
+        let url = format!("{base}/shapes/quiet?offset=0/0&live=1");
+        let request = tokio::spawn(async move {
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .expect("the long-poll answers");
+            (resp.status(), resp.text().await.expect("a body"))
+        });
+        // Shut down once the request waits on the shape (bounded by a
+        // count of checks, not by time).
+        let handle = store.handle("quiet").unwrap();
+        let mut checks = 0;
+        while handle.waiting() == 0 {
+            checks += 1;
+            assert!(checks < 100_000, "the request never long-polled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = stop_tx.send(());
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        let page = parse_page(&body);
+        assert!(page.entries.is_empty(), "{body}");
+        assert_eq!(page.next, LogOffset::ZERO, "{body}");
+        assert_eq!(page.wait.as_deref(), Some("shutdown"), "{body}");
+        server.await.unwrap().unwrap();
+    });
 }

@@ -336,6 +336,13 @@ impl FlushTracker {
     /// Same as [`FlushTracker::transaction`], one `received` per pair, then
     /// `commit`. Returns the global offset after the commit.
     ///
+    /// # Errors
+    ///
+    /// As [`Transaction::commit`](crate::Transaction::commit):
+    /// [`Error::CommitOutOfOrder`](crate::Error::CommitOutOfOrder) or
+    /// [`Error::ReceivedBeyondCommit`](crate::Error::ReceivedBeyondCommit), and
+    /// nothing is recorded.
+    ///
     /// ```
     /// use shapebuf::{FlushTracker, LogOffset};
     /// let t = FlushTracker::new();

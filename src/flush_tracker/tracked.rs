@@ -209,8 +209,8 @@ impl Transaction<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::CommitOutOfOrder`] if `end` is not above the previous
-    /// commit; [`Error::ReceivedBeyondCommit`] if a shape received an offset
+    /// [`Error::CommitOutOfOrder`](crate::Error::CommitOutOfOrder) if `end` is not above the previous
+    /// commit; [`Error::ReceivedBeyondCommit`](crate::Error::ReceivedBeyondCommit) if a shape received an offset
     /// above `end`. Nothing is recorded then.
     ///
     /// ```

@@ -440,7 +440,7 @@ impl ShapeLog {
         let fd = match res {
             Ok(fd) => fd,
             Err(e) => {
-                warn!(shape = %id::display(&self.id), error = %e, "log write failed; writer poisoned");
+                warn!(shape = %id::display(&self.id), error = %crate::error::Chain(&e), "log write failed; writer poisoned");
                 w.poisoned = true;
                 return Err(e);
             }
@@ -486,7 +486,7 @@ impl ShapeLog {
         match fd.write_all_at(&record::synced_marker(seq), batch_end) {
             Ok(()) => w.end = batch_end + record::SYNCED_SIZE as u64,
             Err(e) => {
-                warn!(shape = %id::display(&self.id), error = %e, "writing a synced marker failed; writer poisoned");
+                warn!(shape = %id::display(&self.id), error = %crate::error::Chain(&e), "writing a synced marker failed; writer poisoned");
                 w.poisoned = true;
             }
         }
@@ -670,7 +670,7 @@ impl ShapeLog {
         let res = self.read_files(after, upto, limit, out);
         if self.on_disk().is_some_and(|d| !d.doomed().is_empty()) {
             if let Err(e) = self.reap() {
-                warn!(error = %e, "deleting collected log files failed; the next collection retries");
+                warn!(error = %crate::error::Chain(&e), "deleting collected log files failed; the next collection retries");
             }
         }
         res
@@ -804,7 +804,7 @@ impl Drop for ShapeLog {
         if !removed {
             // Nobody reads this log any more: delete what collection left.
             if let Err(e) = self.reap() {
-                warn!(error = %e, "deleting collected log files failed; they come back after a restart");
+                warn!(error = %crate::error::Chain(&e), "deleting collected log files failed; they come back after a restart");
             }
         }
         // Close the cached descriptors.
@@ -833,7 +833,7 @@ impl Drop for ShapeLog {
         match res {
             Ok(()) => debug!(shape = %id::display(&self.id), "removed shape's files deleted"),
             Err(e) => {
-                warn!(shape = %id::display(&self.id), error = %e, "deleting a removed shape's files failed; the next open completes it")
+                warn!(shape = %id::display(&self.id), error = %crate::error::Chain(&e), "deleting a removed shape's files failed; the next open completes it")
             }
         }
     }

@@ -77,6 +77,13 @@ impl ShapeHandle {
     }
 
     /// The committed entries with offsets in `(after, upto]`, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeRemoved`](crate::Error::ShapeRemoved) if the shape was removed; [`Error::Corrupt`](crate::Error::Corrupt)
+    /// if it is quarantined; [`Error::OffsetCollected`](crate::Error::OffsetCollected) if `after` is before the
+    /// earliest entry still on disk ([`ShapeHandle::collect_files_before`]);
+    /// [`Error::Io`](crate::Error::Io) if reading its log fails.
     pub fn read(&self, after: LogOffset, upto: LogOffset) -> Result<ReadOutcome> {
         self.inner.read_slot(&self.slot, after, upto)
     }
@@ -90,6 +97,11 @@ impl ShapeHandle {
     /// epoch pin on the store: memory retired by any writer of the store
     /// cannot be freed until `f` returns. `f` must not block, sleep, do I/O
     /// or call back into the store; copy what it needs and return.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShapeHandle::read`]; `f` has seen the entries before the error
+    /// (in order, none twice).
     ///
     /// ```
     /// # fn main() -> shapebuf::Result<()> {
@@ -269,6 +281,12 @@ impl ShapeHandle {
     /// resolved; a read that starts later and needs a removed entry gets
     /// [`Error::OffsetCollected`](crate::Error::OffsetCollected) naming the earliest offset still
     /// available, never a partial answer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeRemoved`](crate::Error::ShapeRemoved) if the shape was removed; [`Error::Corrupt`](crate::Error::Corrupt)
+    /// if it is quarantined; [`Error::Io`](crate::Error::Io) if recovering the shape or deleting a
+    /// file fails.
     ///
     /// ```
     /// # fn main() -> shapebuf::Result<()> {

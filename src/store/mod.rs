@@ -109,23 +109,40 @@ impl Store {
     /// Opens (creating if needed) the store in `dir` with default settings.
     /// Lists the directory and reads no log: each shape is recovered when
     /// first used.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_with`] with the default [`Config`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         Store::open_with(dir, Config::default())
     }
 
     /// Opens the store in `dir` with `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if [`Config::validate`] refuses `config`
+    /// (nothing is created then); [`Error::Locked`] if another store (in this
+    /// process or another) has the directory open; [`Error::Io`] if the
+    /// directory cannot be created, locked, synced or listed, or a removal that
+    /// a crash interrupted cannot be finished.
     pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         Store::open_with_fs(dir, config, Arc::new(RealFs))
     }
 
     /// Opens the store in `dir` with `config`, doing all file I/O through
     /// `fs` (for fault injection and simulated power loss).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_with`] (the I/O errors are `fs`'s).
     pub fn open_with_fs(
         dir: impl AsRef<Path>,
         mut config: Config,
         fs: Arc<dyn Fs>,
     ) -> Result<Store> {
-        config.max_payload = config.max_payload.min(log::record::MAX_PAYLOAD);
+        config.validate()?;
+        // What `validate` accepts and each field's doc says it acts as.
         config.segment_capacity = config.segment_capacity.max(1);
         // A writer counts pending bytes in a `u32` (saturating).
         config.flush_bytes = config.flush_bytes.min(u32::MAX as usize);
@@ -133,7 +150,6 @@ impl Store {
             .max_pending_bytes
             .max(config.flush_bytes)
             .min(u32::MAX as usize);
-        config.max_open_files = config.max_open_files.max(1);
         let top = dir.as_ref();
         let dir = top.join("shapes");
         fs.create_dir_all(&dir)
@@ -189,6 +205,15 @@ impl Store {
     /// terminated shape continues its log after the last committed entry. A
     /// shape whose files failed verification answers
     /// [`Error::Corrupt`] (see [`Store::corrupt_shapes`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadShapeId`] for an empty id or one longer than
+    /// [`MAX_ID`](crate::MAX_ID); [`Error::WriterActive`] while another writer
+    /// of the shape lives; [`Error::Corrupt`] for a quarantined shape;
+    /// [`Error::Io`] if finding or recovering the shape's log fails (a new
+    /// writer that must flush what a dropped one committed fails with that
+    /// flush's error).
     pub fn writer(&self, id: impl AsRef<[u8]>) -> Result<ShapeWriter> {
         let id = id.as_ref();
         id::check(id)?;
@@ -216,8 +241,16 @@ impl Store {
 
     /// A handle on shape `id` that reads without a registry lookup and stays
     /// valid across terminate and restart of the shape.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadShapeId`] for an empty or over-long id;
+    /// [`Error::UnknownShape`] if no such shape exists; [`Error::Io`] if reading
+    /// a file header to find it fails.
     pub fn handle(&self, id: impl AsRef<[u8]>) -> Result<ShapeHandle> {
-        let slot = self.inner.slot(id.as_ref(), false)?;
+        let id = id.as_ref();
+        id::check(id)?;
+        let slot = self.inner.slot(id, false)?;
         Ok(ShapeHandle {
             inner: Arc::clone(&self.inner),
             slot,
@@ -226,6 +259,15 @@ impl Store {
 
     /// The committed entries of shape `id` with offsets in `(after, upto]`,
     /// in order. An unknown shape is [`Error::UnknownShape`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadShapeId`] for an empty or over-long id;
+    /// [`Error::UnknownShape`] if no such shape exists; [`Error::ShapeRemoved`]
+    /// if it was removed meanwhile; [`Error::Corrupt`] for a quarantined shape;
+    /// [`Error::OffsetCollected`] if `after` is before the earliest entry still
+    /// on disk ([`ShapeHandle::collect_files_before`]); [`Error::Io`] if reading
+    /// its log fails.
     pub fn read(
         &self,
         id: impl AsRef<[u8]>,
@@ -233,6 +275,7 @@ impl Store {
         upto: LogOffset,
     ) -> Result<ReadOutcome> {
         let id = id.as_ref();
+        id::check(id)?;
         if upto <= after {
             // Still an error for an unknown shape.
             self.inner.slot(id, false)?;
@@ -256,6 +299,11 @@ impl Store {
     /// Blocks until shape `id` has a committed entry past `after`, its
     /// writer goes away, or `timeout` passes: [`ShapeHandle::wait_for`]
     /// after a lookup. An unknown shape is [`Error::UnknownShape`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::handle`]: the wait itself does not fail (a removed shape
+    /// or a dead writer is a [`WaitOutcome`]).
     ///
     /// ```
     /// # fn main() -> shapebuf::Result<()> {
@@ -285,6 +333,11 @@ impl Store {
     /// runs on tokio's timer). The lookup happens at the call; the future
     /// is `'static`, `Send` and cancel-safe.
     ///
+    /// # Errors
+    ///
+    /// The future resolves to [`Store::handle`]'s error for an invalid or
+    /// unknown id; the wait itself does not fail.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> shapebuf::Result<()> {
@@ -312,9 +365,13 @@ impl Store {
     }
 
     /// Whether shape `id` is known (created, or on disk). May read the
-    /// header of the shape's first file, the first time.
+    /// header of the shape's first file, the first time. An id no shape
+    /// can have (empty, or longer than [`MAX_ID`](crate::MAX_ID): what the
+    /// other entry points refuse with [`Error::BadShapeId`]) answers
+    /// `false`, as does a lookup that fails to read a header.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
-        self.inner.slot(id.as_ref(), false).is_ok()
+        let id = id.as_ref();
+        id::check(id).is_ok() && self.inner.slot(id, false).is_ok()
     }
 
     /// The number of known shapes (found on disk at open, or created since),
@@ -325,6 +382,10 @@ impl Store {
 
     /// The ids of every known shape. Reads the header of every shape's
     /// first file not read yet: one small read per shape found on disk.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if reading a file header fails.
     pub fn shapes(&self) -> Result<Vec<Bytes>> {
         let ctx = &self.inner.env.log;
         for (stem, files) in ctx.catalog.all_unresolved() {
@@ -363,6 +424,11 @@ impl Store {
     /// named by path in a `tracing` error each (looking one up by its id
     /// quarantines it under that id; [`Store::remove`] of the id resets
     /// it). I/O errors other than damage are returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] for a failure other than damage (damage is counted and
+    /// listed, not returned).
     pub fn verify_all(&self) -> Result<usize> {
         let env = &self.inner.env;
         // A stem whose first header is damaged has no readable id: it is
@@ -418,6 +484,14 @@ impl Store {
     /// handles of the old one never see its data. A crash at any point
     /// leaves, after a restart, either the whole shape or none of it.
     ///
+    /// # Errors
+    ///
+    /// [`Error::BadShapeId`] for an empty or over-long id;
+    /// [`Error::UnknownShape`] if no such shape exists (or it was removed
+    /// already); [`Error::WriterActive`] while a live writer owns it;
+    /// [`Error::Io`] if writing the tombstone or deleting files fails (the
+    /// shape is then either whole or removed, as after a crash).
+    ///
     /// ```
     /// # fn main() -> shapebuf::Result<()> {
     /// use shapebuf::{Error, LogOffset, Store};
@@ -439,7 +513,9 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub fn remove(&self, id: impl AsRef<[u8]>) -> Result<Removed> {
-        let slot = self.inner.slot(id.as_ref(), false)?;
+        let id = id.as_ref();
+        id::check(id)?;
+        let slot = self.inner.slot(id, false)?;
         self.inner.remove(&slot, None)
     }
 
@@ -555,9 +631,21 @@ impl Store {
         s
     }
 
-    /// The directory the shape logs live in.
+    /// The directory the store was opened on (the `dir` given to
+    /// [`Store::open`]); the shape logs live in its `shapes` subdirectory
+    /// (see docs/format.md).
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = shapebuf::Store::open(dir.path())?;
+    /// assert_eq!(store.dir(), dir.path());
+    /// # Ok(()) }
+    /// ```
     pub fn dir(&self) -> &Path {
-        &self.inner.env.log.dir
+        // The logs' directory is `<dir>/shapes` (`open_with_fs`).
+        let shapes = &self.inner.env.log.dir;
+        shapes.parent().unwrap_or(shapes)
     }
 }
 

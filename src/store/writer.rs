@@ -37,7 +37,9 @@
 //! - A predecessor dropped inside a transaction leaves it torn: its new
 //!   writer skips the rest of that transaction (entries of its `tx` above
 //!   the predecessor's last) instead of committing a tail without its
-//!   beginning; the loss was reported at the drop. An entry at or below the
+//!   beginning, and its `append` says so with [`Error::TornTransaction`]
+//!   (never `Ok` as if written); the loss was reported at the drop. An
+//!   entry at or below the
 //!   predecessor's last is the host replaying the transaction: it is
 //!   written. (After terminate or a restart there is no torn transaction:
 //!   an open one was discarded on purpose, and hosts replay it whole.)
@@ -205,6 +207,19 @@ impl ShapeWriter {
     /// [`Config::max_pending_bytes`](crate::Config::max_pending_bytes) more
     /// are pending.
     ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroOffset`] for [`LogOffset::ZERO`];
+    /// [`Error::NonIncreasingOffset`] for an offset at or below the last
+    /// appended one; [`Error::PayloadTooLarge`] for a payload over
+    /// [`Config::max_payload`](crate::Config::max_payload); nothing is appended
+    /// then and the writer stays usable. [`Error::TornTransaction`] for the rest
+    /// of a transaction a dropped predecessor left torn: the entry is not
+    /// written (see the variant), and the writer stays usable.
+    /// [`Error::WriterClosed`] once the writer is unusable, and [`Error::Io`] if
+    /// the flush batch this call completes or writes failed (which makes it
+    /// unusable: a new writer recovers the shape).
+    ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let store = shapebuf::Store::open(dir.path()).unwrap();
@@ -238,10 +253,15 @@ impl ShapeWriter {
             let torn = self.torn;
             if offset.tx == torn.tx && offset > torn {
                 // The rest of a transaction whose beginning died with the
-                // previous writer: skip it rather than commit it torn. It is
-                // accounted for: the predecessor's drop reported the loss.
+                // previous writer: skip it rather than commit it torn, and
+                // say so. It is accounted for: the predecessor's drop
+                // reported the loss.
                 self.tracked.flushed(offset);
-                return Ok(());
+                return Err(Error::TornTransaction {
+                    shape: display_id(&self.slot.id),
+                    offset,
+                    torn_after: torn,
+                });
             }
             // A later transaction, or the host replaying this one.
             self.torn = LogOffset::ZERO;
@@ -327,6 +347,12 @@ impl ShapeWriter {
 
     /// Commits the open transaction: every appended entry becomes visible to
     /// readers. Returns the offset of the last committed entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriterClosed`] once the writer is unusable; [`Error::Io`] if
+    /// a background flush batch this call completes failed (the writer is then
+    /// unusable).
     pub fn commit(&mut self) -> Result<LogOffset> {
         self.check()?;
         self.settle(false)?;
@@ -347,6 +373,13 @@ impl ShapeWriter {
     /// Writes every appended entry not yet on disk (and the commit point) to
     /// the log, syncs it, publishes the new persisted count and trims the
     /// in-memory buffer. Returns what is now durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriterClosed`] once the writer is unusable; [`Error::Io`] if
+    /// the write or sync fails: the writer is then unusable (every later call
+    /// is [`Error::WriterClosed`]); what was committed stays readable, and a new
+    /// writer recovers the shape and writes it.
     pub fn flush(&mut self) -> Result<Flushed> {
         self.check()?;
         self.settle(true)?;
@@ -374,6 +407,10 @@ impl ShapeWriter {
     /// terminates) since its last hand-off, it also hands them to the epoch
     /// collector at once (otherwise that happens per 64 KiB retired) and
     /// runs a collection. It completes a background flush that finished.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShapeWriter::flush`].
     pub fn tick(&mut self) -> Result<bool> {
         self.check()?;
         self.settle(false)?;
@@ -395,6 +432,11 @@ impl ShapeWriter {
     ///
     /// On error the writer is dropped without retiring: the buffer stays
     /// readable, and the next writer recovers the shape.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShapeWriter::flush`] (the shape then stays live for the next
+    /// writer).
     pub fn terminate(mut self) -> Result<Flushed> {
         let _span = info_span!("terminate", shape = %display_id(&self.slot.id)).entered();
         let flushed = self.flush()?;
@@ -426,6 +468,11 @@ impl ShapeWriter {
     /// exactly; everything after gets [`Error::ShapeRemoved`].
     ///
     /// On error the writer is dropped and the shape stays as it was.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::remove`](crate::Store::remove) ([`Error::Io`]: the shape
+    /// stays as it was).
     pub fn remove(mut self) -> Result<crate::Removed> {
         // The batch in flight lands first: nothing writes the log while it
         // is being removed.
@@ -493,7 +540,7 @@ impl Drop for ShapeWriter {
         if let Err(e) = self.settle(true) {
             tracing::error!(
                 shape = %display_id(&self.slot.id),
-                error = %e,
+                error = %crate::error::Chain(&e),
                 "background flush of a dropped writer failed; the next writer recovers the shape"
             );
         }
