@@ -4,6 +4,7 @@
 //! GET  /shapes/{id}?offset=TX/OP&live=true   committed entries after TX/OP, as JSON lines
 //!                                             (`live=1` works too)
 //! POST /admin/shapes/{id}/restart             terminate the shape's writer and start a new one
+//! GET  /metrics                                the store's stats, Prometheus text format
 //! ```
 //!
 //! A writer thread (the [`Feeder`]) commits small transactions to a few
@@ -132,6 +133,7 @@ pub fn router(app: App) -> Router {
         .route("/shapes/", get(empty_id))
         .route("/shapes/{id}", get(tail))
         .route("/admin/shapes/{id}/restart", post(restart))
+        .route("/metrics", get(metrics))
         .with_state(app)
 }
 
@@ -315,6 +317,23 @@ fn error_response(e: Error) -> Response {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, format!("{e}\n")).into_response()
+}
+
+/// `GET /metrics`: [`Store::stats`] in the Prometheus text format. Taken
+/// off the async runtime: the snapshot walks the registry.
+async fn metrics(State(app): State<App>) -> Response {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.stats().to_prometheus()).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn empty_id() -> Response {

@@ -305,6 +305,7 @@ async fn storm() {
         }
         checked += log.len();
     }
+    metrics(&client, &base).await;
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
 
@@ -341,6 +342,32 @@ async fn storm() {
 
 /// Untrusted ids and offsets: 400 for empty, over-long or malformed input,
 /// 404 for unknown shapes; never a 5xx.
+/// `GET /metrics` serves the store's stats in the Prometheus text format,
+/// and they show the storm's flushes and writers.
+async fn metrics(client: &reqwest::Client, base: &str) {
+    let resp = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.expect("body");
+    assert!(
+        text.contains("# TYPE shapebuf_flushes_total counter\n"),
+        "{text}"
+    );
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("shapebuf_{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().expect("a number")
+    };
+    assert!(value("flushes_total") > 0.0, "{text}");
+    assert!(value("shapes") > 0.0, "{text}");
+    assert_eq!(value("flush_errors_total"), 0.0, "{text}");
+}
+
 async fn bad_requests(client: &reqwest::Client, base: &str) {
     let long = url_segment(&vec![b'x'; MAX_URL_ID + 1]);
     let cases = [
