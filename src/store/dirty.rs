@@ -20,7 +20,8 @@
 //!
 //! 1. [`Visit::start`], under the lock: clear `queued` (first, so that a
 //!    commit after this phase queues the shape again), complete a batch in
-//!    flight that finished, and, if committed data is still not durable,
+//!    flight that finished (a close waits for it), and, if committed data
+//!    is still not durable,
 //!    hand the pending batch to the flusher unless a batch is already in
 //!    flight (at most one per writer, so the log receives its batches in
 //!    order), returning the batch to wait for.
@@ -76,6 +77,8 @@ pub(crate) trait Pending: Send {
     /// Completes the batch in flight if it finished (steps 3 and 4); a
     /// failure poisons the writer and is returned.
     fn settle(&mut self) -> Result<()>;
+    /// [`Pending::settle`], waiting for the batch in flight.
+    fn settle_wait(&mut self) -> Result<()>;
     /// Later calls on this writer fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&mut self);
 }
@@ -150,7 +153,15 @@ impl<C: Pending> Visit for Shared<C> {
         let Some(core) = st.core.as_mut() else {
             return Ok(None);
         };
-        let settled = core.settle();
+        // A close waits for a batch in flight here, under the lock, and
+        // hands over the rest: once it has run phase 1 the writer may drop
+        // its core (whose drop waits for the close's batch), and the close's
+        // batch alone then holds every commit.
+        let settled = if close {
+            core.settle_wait()
+        } else {
+            core.settle()
+        };
         let started = if settled.is_ok() && core.due() {
             match core.in_flight() {
                 Some(done) if fault != Fault::IgnoreInFlight => Some(Started { job: None, done }),

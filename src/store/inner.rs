@@ -136,9 +136,24 @@ impl Inner {
                 .collect()
         };
         let n = live.len();
-        let (_, out) = dirty::visit_all(live, true, |jobs| {
-            flusher::run_parallel(jobs, CLOSE_THREADS);
-        });
+        let mut out = Ok(());
+        let mut round = live;
+        // A writer whose own batch was in flight gets a second round for
+        // what it committed after that batch; nothing commits after the
+        // first round (every writer is closed), so a third finds nothing.
+        for _ in 0..3 {
+            if round.is_empty() {
+                break;
+            }
+            let (again, r) = dirty::visit_all(round, true, |jobs| {
+                flusher::run_parallel(jobs, CLOSE_THREADS);
+            });
+            if out.is_ok() {
+                out = r;
+            }
+            round = again;
+        }
+        debug_assert!(round.is_empty(), "a closed writer kept committing");
         drop(
             std::sync::Mutex::lock(&self.lock)
                 .unwrap_or_else(PoisonError::into_inner)

@@ -294,6 +294,7 @@ impl Store {
         after: LogOffset,
         upto: LogOffset,
     ) -> Result<ReadOutcome> {
+        self.inner.check_open()?;
         let id = id.as_ref();
         if upto <= after {
             // Still an error for an unknown shape.

@@ -411,6 +411,11 @@ impl Core {
 
     /// See [`ShapeWriter::remove`].
     pub(crate) fn remove(mut self) -> Result<crate::Removed> {
+        // A poisoned writer may remove its shape; a closed store's may not
+        // (its directory may belong to another store now).
+        if self.broken == Some(Broken::Closed) {
+            return Err(Error::Closed);
+        }
         // The batch in flight lands first: nothing writes the log while it
         // is being removed.
         let _ = self.settle(true);
@@ -641,7 +646,10 @@ impl Drop for ShapeWriter {
 /// The background flush's view of the core (see `dirty.rs`).
 impl Pending for Core {
     fn due(&self) -> bool {
-        self.broken.is_none() && self.committed > self.durable.committed
+        // A closed writer's commits still go to disk (the close's own
+        // visits); a failed, terminated or removed one's never do.
+        matches!(self.broken, None | Some(Broken::Closed))
+            && self.committed > self.durable.committed
     }
 
     fn in_flight(&self) -> Option<Arc<Done>> {
@@ -656,6 +664,10 @@ impl Pending for Core {
 
     fn settle(&mut self) -> Result<()> {
         Core::settle(self, false)
+    }
+
+    fn settle_wait(&mut self) -> Result<()> {
+        Core::settle(self, true)
     }
 
     fn close(&mut self) {
