@@ -92,7 +92,10 @@ fn close_with_a_writer_and_a_handle_on_other_threads() {
         .read("s", LogOffset::ZERO, LogOffset::MAX)
         .expect("read");
     assert_eq!(out.entries.last().expect("entries").offset, last_ok);
-    assert!(last_ok > LogOffset::new(1, 0), "the writer committed meanwhile");
+    assert!(
+        last_ok > LogOffset::new(1, 0),
+        "the writer committed meanwhile"
+    );
     let expected = 1 + 2 * (last_ok.tx - 1);
     assert_eq!(out.entries.len() as u64, expected);
 }

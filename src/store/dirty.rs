@@ -36,7 +36,7 @@
 //! [`Store::close`](crate::Store::close) runs the same two phases over
 //! every live writer, marking each closed in phase 1.
 //!
-//! The protocol is loom model 12 (`loom-tests/tests/dirty_flush.rs`),
+//! The protocol is loom model 10 (`loom-tests/tests/dirty_flush.rs`),
 //! written against this file through `loom_api`.
 
 use std::collections::VecDeque;
@@ -47,25 +47,30 @@ use crate::store::flusher::{Done, Job};
 use crate::sync::{lock, Mutex, MutexGuard};
 use crate::Result;
 
-/// A known-bad variant of the handshake, for the loom model's failing twin.
+/// A known-bad variant of the handshake, for the loom model's failing
+/// twins (model 10). Production has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(
+    not(loom),
+    allow(dead_code, reason = "the faults are for the loom models")
+)]
 pub enum Fault {
     /// The shipping protocol.
     #[default]
     None,
-    /// Phase 1 hands the pending batch over even while a batch is in
-    /// flight, as if the background flush could take the batch without
-    /// agreeing with the writer on what was already handed over.
+    /// Phase 1 hands the pending batch over even while the writer's own
+    /// batch is in flight: the background flush takes the batch without
+    /// agreeing with the writer on what was handed over already.
     IgnoreInFlight,
-    /// `queued` is cleared in phase 3 instead of phase 1: a commit between
-    /// the phases finds the shape still queued and does not queue it, and
-    /// phase 3 (which asks only about the batch it waited for) forgets it.
-    ClearQueuedLate,
+    /// Phase 3 never queues the shape again: a commit that found the shape
+    /// still queued (before phase 1) and that the batch waited for does not
+    /// carry is forgotten.
+    SkipRequeue,
 }
 
 /// What the background flush needs from a writer: the writer's core
 /// (`writer.rs`) and the loom model's writer implement it.
-pub(crate) trait Pending: Send {
+pub(crate) trait Pending {
     /// Committed data (entries or a commit point) is not durable yet, and
     /// the writer can still write.
     fn due(&self) -> bool;
@@ -133,9 +138,22 @@ pub(crate) struct Started {
     pub(crate) done: Arc<Done>,
 }
 
+/// What the store's queue needs of a queued shape: to be sent to the timer
+/// thread. (Not under loom, where a writer's core holds loom cells that are
+/// not `Sync`, and the models drive the visits on loom's threads.)
+#[cfg(not(loom))]
+pub(crate) trait Threads: Send + Sync {}
+#[cfg(not(loom))]
+impl<T: Send + Sync + ?Sized> Threads for T {}
+/// See the other definition.
+#[cfg(loom)]
+pub(crate) trait Threads {}
+#[cfg(loom)]
+impl<T: ?Sized> Threads for T {}
+
 /// The two locked phases of a visit (see the module docs), type-erased for
 /// the store's queue.
-pub(crate) trait Visit: Send + Sync {
+pub(crate) trait Visit: Threads {
     /// Phase 1; with `close`, the writer is closed in the same critical
     /// section. Errors are the writer's failed batch.
     fn start(&self, close: bool) -> Result<Option<Started>>;
@@ -143,12 +161,13 @@ pub(crate) trait Visit: Send + Sync {
     fn finish(&self) -> Result<bool>;
 }
 
-impl<C: Pending> Visit for Shared<C> {
+impl<C: Pending> Visit for Shared<C>
+where
+    Shared<C>: Threads,
+{
     fn start(&self, close: bool) -> Result<Option<Started>> {
         let mut st = self.lock();
-        if st.fault != Fault::ClearQueuedLate {
-            st.queued = false;
-        }
+        st.queued = false;
         let fault = st.fault;
         let Some(core) = st.core.as_mut() else {
             return Ok(None);
@@ -184,14 +203,11 @@ impl<C: Pending> Visit for Shared<C> {
 
     fn finish(&self) -> Result<bool> {
         let mut st = self.lock();
-        if st.fault == Fault::ClearQueuedLate {
-            st.queued = false;
-        }
         let Some(core) = st.core.as_mut() else {
             return Ok(false);
         };
         core.settle()?;
-        let again = core.due() && !st.queued;
+        let again = core.due() && !st.queued && st.fault != Fault::SkipRequeue;
         if again {
             st.queued = true;
         }
@@ -295,6 +311,16 @@ impl Dirty {
             st.due.push_back((deadline, shape));
         }
         self.queue.cond.notify_one();
+        self.start_timer(submit);
+    }
+
+    /// Under loom no store runs: the models call [`visit_all`] themselves.
+    #[cfg(loom)]
+    fn start_timer(&self, _submit: impl Fn(Job) + Send + 'static) {}
+
+    /// Spawns the timer thread unless it runs.
+    #[cfg(not(loom))]
+    fn start_timer(&self, submit: impl Fn(Job) + Send + 'static) {
         let mut t = lock_std(&self.thread);
         if t.is_none() {
             let queue = Arc::clone(&self.queue);
@@ -333,6 +359,7 @@ impl Drop for Dirty {
 
 /// The timer thread: sleeps until the earliest deadline, visits every
 /// shape that is due, queues again those that need it.
+#[cfg(not(loom))]
 fn timer(queue: &Queue, submit: &dyn Fn(Job)) {
     loop {
         let batch: Vec<Arc<dyn Visit>> = {
