@@ -505,7 +505,7 @@ pub fn flush_tracker(fault: TrackerFault) -> FlushTracker {
     FlushTracker::with_fault(fault)
 }
 
-/// The background flush's handshake (model 12, `dirty.rs`): a model writer
+/// The background flush's handshake (model 10, `dirty.rs`): a model writer
 /// core behind the shipping [`Shared`] lock, driven through the shipping
 /// [`visit_all`]. The core is [`Writer`]'s token with the counters
 /// `ShapeWriter` keeps, against a [`MemDisk`].

@@ -25,8 +25,21 @@ pub struct Config {
     /// about twice this. A writer that does not outrun its disk never
     /// gets near it: it hands over a batch every `flush_bytes`.
     pub max_pending_bytes: usize,
-    /// [`ShapeWriter::tick`] flushes pending data this long after the last
-    /// flush (default 1 s).
+    /// Committed data becomes durable at most this long (plus one sync)
+    /// after the commit that left it pending, with no further call from
+    /// the host (default 1 s): the commit queues the shape on the store's
+    /// dirty queue and the store's timer thread flushes it then (see
+    /// [`ShapeWriter::commit`](crate::ShapeWriter::commit)). Idle shapes
+    /// cost the timer nothing. [`ShapeWriter::tick`] also flushes pending
+    /// data this long after the writer's last flush.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cfg = shapebuf::Config { flush_interval: Duration::from_millis(100), ..Default::default() };
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = shapebuf::Store::open_with(dir.path(), cfg).unwrap();
+    /// # drop(store);
+    /// ```
     pub flush_interval: Duration,
     /// Entries a fresh in-memory segment has room for before it grows
     /// (default 7). Memory comes in chunks that double from 1 entry slot
