@@ -36,6 +36,14 @@
 //! [`Store::close`](crate::Store::close) runs the same two phases over
 //! every live writer, marking each closed in phase 1.
 //!
+//! # Orderings
+//!
+//! No atomic of its own: the handshake is the writer's mutex (`queued`
+//! and the core under it), the queue is a mutex and a condition variable,
+//! and the wait for a batch is `Done::wait_ready` (flusher.rs: `ready` is
+//! stored with Release under the result's mutex and loaded with Acquire,
+//! so the sync happens-before phase 3's trim).
+//!
 //! The protocol is loom model 10 (`loom-tests/tests/dirty_flush.rs`),
 //! written against this file through `loom_api`.
 

@@ -6,6 +6,17 @@
 //! The writer and the handle reach the store only through this core; the
 //! public faces (`mod.rs`, `handle.rs`, `writer.rs`) sit above it, and it
 //! names none of them.
+//!
+//! # Orderings
+//!
+//! - `closed`: set once by [`Inner::shutdown`] with an AcqRel swap (only
+//!   the first close works; its Release pairs with the Acquire load in
+//!   [`Inner::is_closed`]). A writer registers under the writers' lock and
+//!   then loads `closed`; the close stores it before taking that lock, so
+//!   the lock orders the two and no writer escapes the close.
+//! - `stores`: a count of `Store` values; increments Relaxed (made from a
+//!   live one), the decrement AcqRel (the last one sees every other's work,
+//!   as `Arc`'s count does), and only the last one closes.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
