@@ -136,7 +136,9 @@ fn main() {
         eprintln!("{name}: {d:.2?}");
         rows.push((name, d, n));
     };
-    run(format!("close, {shapes} live shapes"), shapes, &|| close(shapes));
+    run(format!("close, {shapes} live shapes"), shapes, &|| {
+        close(shapes)
+    });
     run(
         format!("baseline: terminate one by one, {shapes} shapes"),
         shapes,
