@@ -95,6 +95,11 @@ pub enum Error {
         /// Why it cannot be used.
         reason: &'static str,
     },
+    /// The store was closed ([`Store::close`](crate::Store::close), or its
+    /// last `Store` dropped): writers, handles and stores that outlive it
+    /// answer this.
+    #[error("the store was closed")]
+    Closed,
     /// A read asked for a range whose start is no longer on disk.
     #[error(
         "offset {after} is no longer available; the earliest available offset is after {earliest}"

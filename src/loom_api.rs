@@ -26,6 +26,7 @@ use crate::shape::buffer::{Buffer, Reclaim, Sizing, WriterToken};
 use crate::shape::lazy::Lazy;
 use crate::shape::reader::{self, Disk};
 use crate::shape::segment::{Batch, Segment};
+use crate::store::dirty::{visit_all, Pending, Shared, Visit};
 use crate::store::flusher::{Done, Job, Sink};
 use crate::sync::{lock, Epoch, Mutex, Ordering};
 use crate::{Entry, FlushTracker, LogOffset, ReadOutcome, Result};
@@ -33,6 +34,7 @@ use crate::{Entry, FlushTracker, LogOffset, ReadOutcome, Result};
 pub use crate::flush_tracker::TrackerFault;
 pub use crate::shape::buffer::Fault;
 pub use crate::shape::lazy::Fault as LazyFault;
+pub use crate::store::dirty::Fault as DirtyFault;
 pub use crate::store::registry::Fault as RegistryFault;
 
 /// One shape's in-memory buffer, with its own epoch domain.
@@ -501,4 +503,218 @@ impl SegmentReader {
 /// A [`FlushTracker`] (the shipping one) with `fault` injected.
 pub fn flush_tracker(fault: TrackerFault) -> FlushTracker {
     FlushTracker::with_fault(fault)
+}
+
+/// The background flush's handshake (model 10, `dirty.rs`): a model writer
+/// core behind the shipping [`Shared`] lock, driven through the shipping
+/// [`visit_all`]. The core is [`Writer`]'s token with the counters
+/// `ShapeWriter` keeps, against a [`MemDisk`].
+pub struct BgWriter(Arc<Shared<ModelCore>>);
+
+/// A batch the model's writer handed over itself (its automatic flush),
+/// for a flusher thread of the model to run.
+pub struct BgJob(Job);
+
+impl BgJob {
+    /// Writes the batch and reports it (`Job::run`).
+    pub fn run(self) {
+        self.0.run();
+    }
+}
+
+/// `ShapeWriter`'s state, reduced to what the flush needs.
+pub struct ModelCore {
+    token: WriterToken,
+    disk: Arc<MemDisk>,
+    durable: Durable,
+    appended: u64,
+    last: LogOffset,
+    committed: u64,
+    last_committed: LogOffset,
+    in_flight: Option<Arc<Done>>,
+    closed: bool,
+}
+
+impl ModelCore {
+    fn sizing() -> Sizing {
+        Sizing {
+            min_capacity: 1,
+            retain_bytes: 0,
+        }
+    }
+
+    /// `ShapeWriter::settle`.
+    fn settle_with(&mut self, wait: bool) {
+        let Some(done) = &self.in_flight else { return };
+        let Some(out) = done.take(wait) else { return };
+        self.in_flight = None;
+        let durable = out.expect("the model disk does not fail");
+        self.token.complete_flush(&durable, Self::sizing());
+        self.durable = durable;
+    }
+
+    /// `ShapeWriter::take_batch`.
+    fn take_batch(&mut self) -> (Job, Arc<Done>) {
+        let commit = (self.committed > self.durable.committed)
+            .then_some((self.committed, self.last_committed));
+        let pending = self.token.take_pending(self.durable.entries, self.appended);
+        let (job, done) = Job::new(Arc::clone(&self.disk) as Arc<dyn Sink>, pending, commit);
+        self.in_flight = Some(Arc::clone(&done));
+        (job, done)
+    }
+}
+
+impl Pending for ModelCore {
+    fn due(&self) -> bool {
+        self.committed > self.durable.committed
+    }
+
+    fn in_flight(&self) -> Option<Arc<Done>> {
+        self.in_flight.clone()
+    }
+
+    fn hand_over(&mut self) -> (Job, Arc<Done>) {
+        self.take_batch()
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        self.settle_with(false);
+        Ok(())
+    }
+
+    fn settle_wait(&mut self) -> Result<()> {
+        self.settle_with(true);
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+    }
+}
+
+impl BgWriter {
+    /// A fresh shape's writer against `disk` (a one-slot segment at the
+    /// start of the log), with `fault` injected into the handshake.
+    pub fn new(shape: &Shape, disk: &Arc<MemDisk>, fault: DirtyFault) -> BgWriter {
+        let mut w = shape.claim().expect("first claim");
+        w.install(0, LogOffset::ZERO, 1);
+        let core = ModelCore {
+            token: w.token,
+            disk: Arc::clone(disk),
+            durable: Durable::default(),
+            appended: 0,
+            last: LogOffset::ZERO,
+            committed: 0,
+            last_committed: LogOffset::ZERO,
+            in_flight: None,
+            closed: false,
+        };
+        BgWriter(Arc::new(Shared::new(core, fault)))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut ModelCore) -> R) -> R {
+        let mut st = self.0.lock();
+        f(st.core.as_mut().expect("live writer"))
+    }
+
+    /// `ShapeWriter::append`, without its automatic flush: completes a
+    /// finished batch, then appends.
+    pub fn append(&self, entry: Entry) {
+        self.with(|c| {
+            assert!(!c.closed, "append on a closed writer");
+            c.settle_with(false);
+            c.last = entry.offset;
+            c.token.append(entry);
+            c.appended += 1;
+        });
+    }
+
+    /// `ShapeWriter::append`'s automatic flush: hands everything pending
+    /// over (unless a batch is in flight) for a flusher thread to run.
+    pub fn auto_flush(&self) -> Option<BgJob> {
+        self.with(|c| {
+            c.settle_with(false);
+            if c.in_flight.is_some() {
+                return None;
+            }
+            Some(BgJob(c.take_batch().0))
+        })
+    }
+
+    /// `ShapeWriter::commit`: commits, and returns whether the shape must
+    /// be pushed onto the dirty queue ([`State::mark`](crate::store::dirty::State::mark)).
+    pub fn commit(&self) -> bool {
+        let mut st = self.0.lock();
+        let c = st.core.as_mut().expect("live writer");
+        c.settle_with(false);
+        if c.appended > c.committed {
+            c.token.commit(c.appended);
+            c.committed = c.appended;
+            c.last_committed = c.last;
+        }
+        st.mark()
+    }
+
+    /// `ShapeWriter::flush`, with the job run on this thread
+    /// (`flush_threads` 0).
+    pub fn flush(&self) {
+        self.with(|c| {
+            c.settle_with(true);
+            if c.appended > c.durable.entries || c.committed > c.durable.committed {
+                c.take_batch().0.run();
+                c.settle_with(true);
+            }
+        });
+    }
+
+    /// `ShapeWriter::terminate`: takes the core out of the shared state,
+    /// flushes and retires.
+    pub fn terminate(&self) {
+        let core = self.0.lock().core.take();
+        let mut c = core.expect("live writer");
+        c.settle_with(true);
+        if c.appended > c.durable.entries || c.committed > c.durable.committed {
+            c.take_batch().0.run();
+            c.settle_with(true);
+        }
+        let guard = c.token.buffer().pin();
+        c.token.retire(&guard);
+        drop(guard);
+    }
+
+    /// This writer as the store's queue holds it.
+    pub fn queued(&self) -> BgQueued {
+        BgQueued(Arc::clone(&self.0) as Arc<dyn Visit>)
+    }
+}
+
+/// A shape on the model's dirty queue.
+#[derive(Clone)]
+pub struct BgQueued(Arc<dyn Visit>);
+
+/// One wake-up of the store's timer thread over `shapes` (the shipping
+/// [`visit_all`], running the jobs it hands over on this thread); returns
+/// the shapes to queue again.
+pub fn background_flush(shapes: Vec<BgQueued>) -> Vec<BgQueued> {
+    let (again, r) = visit_all(shapes.into_iter().map(|q| q.0).collect(), false, |jobs| {
+        jobs.into_iter().for_each(Job::run);
+    });
+    r.expect("the model disk does not fail");
+    again.into_iter().map(BgQueued).collect()
+}
+
+/// `Store::close`'s visit of `shapes` (one round).
+pub fn close_flush(shapes: Vec<BgQueued>) -> Vec<BgQueued> {
+    let (again, r) = visit_all(shapes.into_iter().map(|q| q.0).collect(), true, |jobs| {
+        jobs.into_iter().for_each(Job::run);
+    });
+    r.expect("the model disk does not fail");
+    again.into_iter().map(BgQueued).collect()
+}
+
+impl MemDisk {
+    /// The committed count of the log.
+    pub fn committed(&self) -> u64 {
+        lock(&self.state).committed
+    }
 }

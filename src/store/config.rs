@@ -46,12 +46,25 @@ pub struct Config {
     /// `flush_bytes` (an append that would hand over a batch while one is
     /// in flight waits for it first), and above 4 GiB as 4 GiB.
     pub max_pending_bytes: usize,
-    /// [`ShapeWriter::tick`](crate::ShapeWriter::tick) flushes pending data
-    /// this long after the last flush (default 1 s).
+    /// Committed data becomes durable at most this long (plus one sync)
+    /// after the commit that left it pending, with no further call from
+    /// the host (default 1 s): the commit queues the shape on the store's
+    /// dirty queue and the store's timer thread flushes it then (see
+    /// [`ShapeWriter::commit`](crate::ShapeWriter::commit)). Idle shapes
+    /// cost the timer nothing. [`ShapeWriter::tick`](crate::ShapeWriter::tick)
+    /// also flushes pending data this long after the writer's last flush.
     ///
     /// From 1 ms to 24 hours; anything else is refused (0 would make a
     /// timed flush run without pause; beyond a day, committed data waits
     /// in memory for days and deadlines overflow).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cfg = shapebuf::Config { flush_interval: Duration::from_millis(100), ..Default::default() };
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = shapebuf::Store::open_with(dir.path(), cfg).unwrap();
+    /// # drop(store);
+    /// ```
     pub flush_interval: Duration,
     /// Entries a fresh in-memory segment has room for before it grows
     /// (default 7). Memory comes in chunks that double from 1 entry slot

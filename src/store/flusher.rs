@@ -127,6 +127,53 @@ impl Job {
     }
 }
 
+/// Runs `jobs` on up to `threads` threads at once (scoped: returns when
+/// all are done), each writing and syncing its share of them first and
+/// then waiting for their directory entries, as a flusher thread does with
+/// a batch. For a close, which has every live writer's batch at once.
+pub(crate) fn run_parallel(jobs: Vec<Job>, threads: usize, counters: &Counters) {
+    let threads = threads.max(1);
+    let per = jobs.len().div_ceil(threads).max(1);
+    let mut shares: Vec<Vec<Job>> = Vec::with_capacity(threads);
+    let mut jobs = jobs.into_iter().peekable();
+    while jobs.peek().is_some() {
+        shares.push(jobs.by_ref().take(per).collect());
+    }
+    // The calling thread works too, so a failed spawn loses no job.
+    let shares = std::sync::Mutex::new(shares);
+    let work = || loop {
+        let share = shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match share {
+            Some(share) => run_batch(share, counters),
+            None => break,
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            if std::thread::Builder::new()
+                .name("shapebuf-close".into())
+                .spawn_scoped(s, work)
+                .is_err()
+            {
+                break;
+            }
+        }
+        work();
+    });
+}
+
+/// Writes and syncs every job of `jobs`, then waits for their directory
+/// entries: one directory sync covers every file they created.
+fn run_batch(jobs: Vec<Job>, counters: &Counters) {
+    let written: Vec<Written> = jobs.into_iter().map(|j| j.write(counters)).collect();
+    for w in written {
+        w.finish();
+    }
+}
+
 /// Runs `f`, turning a panic into an error for the writer.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
@@ -180,9 +227,13 @@ impl Done {
     }
 
     fn set(&self, out: Result<Durable>) {
-        *lock(&self.result) = Some(out);
-        // Release: pairs with the Acquire in `try_take`.
+        let mut r = lock(&self.result);
+        *r = Some(out);
+        // Release: pairs with the Acquire in `try_take` and `wait_ready`.
+        // Stored under the lock, so that `wait_ready`'s check under it
+        // never misses the `notify_all` below.
         self.ready.store(true, Ordering::Release);
+        drop(r);
         self.cond.notify_all();
     }
 
@@ -193,6 +244,20 @@ impl Done {
             Some(self.wait())
         } else {
             self.try_take()
+        }
+    }
+
+    /// Returns once the job has finished (whether or not its writer took
+    /// the result already); takes nothing. The background flush waits so,
+    /// without the writer's lock (`dirty.rs`).
+    pub(crate) fn wait_ready(&self) {
+        let mut r = lock(&self.result);
+        // Both checked under the lock `set` stores them under: either they
+        // are set, or `set` has not locked yet and its `notify_all` comes
+        // after this wait begins. A writer may have taken the result: then
+        // `ready` (Acquire, pairs with the Release in `set`) ends the wait.
+        while r.is_none() && !self.ready.load(Ordering::Acquire) {
+            r = wait(&self.cond, r);
         }
     }
 
@@ -309,10 +374,7 @@ fn run(queue: &Queue, epoch: &Epoch, threads: usize) {
         };
         // Every batch written and synced first, then the directory waits:
         // one directory sync covers every file this batch created.
-        let written: Vec<Written> = jobs.into_iter().map(|j| j.write(&queue.counters)).collect();
-        for w in written {
-            w.finish();
-        }
+        run_batch(jobs, &queue.counters);
         // Free what is due (see the module docs). The writers may be
         // completing their batches meanwhile; this never blocks them.
         epoch.pin().flush();

@@ -36,6 +36,7 @@
 //! docs/format.md).
 
 mod config;
+pub(crate) mod dirty;
 mod disk;
 pub(crate) mod flusher;
 mod handle;
@@ -77,7 +78,8 @@ use writer::ShapeWriter;
 
 /// A directory of shape logs with their in-memory buffers.
 ///
-/// Cheap to clone (shared); `Send + Sync`.
+/// Cheap to clone (shared); `Send + Sync`. Dropping the last clone closes
+/// the store as [`Store::close`] does (errors are logged).
 ///
 /// ```
 /// # fn main() -> shapebuf::Result<()> {
@@ -91,9 +93,75 @@ use writer::ShapeWriter;
 /// assert_eq!(&read.entries[0].payload[..], b"insert");
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
+}
+
+impl Store {
+    /// A `Store` value of `inner` (counted: the last one's drop closes it).
+    fn of(inner: Arc<Inner>) -> Store {
+        // Relaxed: a count; the clone it comes from keeps it above zero.
+        inner
+            .stores
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Store { inner }
+    }
+
+    /// Closes the store: makes every live writer's committed data durable
+    /// (written all at once, then synced together on several threads),
+    /// makes every later call on this store, its clones, and the writers
+    /// and handles that outlive it fail with [`Error::Closed`] (a read
+    /// already under way finishes), and releases the directory's lock, so
+    /// that [`Store::open`] of the same directory succeeds at once, in this
+    /// process or another. Dropping the last `Store` does the same and logs
+    /// an error instead of returning it.
+    ///
+    /// # Errors
+    ///
+    /// The first error of a writer's final flush (each is logged; that
+    /// writer's shape recovers on the next open as after a crash: its
+    /// durable prefix survives). The store is closed either way.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use shapebuf::{Error, LogOffset, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path())?;
+    /// let mut w = store.writer("s")?;
+    /// w.append(LogOffset::new(1, 0), "a")?;
+    /// w.commit()?;
+    /// store.close()?;
+    /// assert!(matches!(w.append(LogOffset::new(2, 0), "b"), Err(Error::Closed)));
+    /// let again = Store::open(dir.path())?;
+    /// assert_eq!(again.read("s", LogOffset::ZERO, LogOffset::MAX)?.entries.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn close(self) -> Result<()> {
+        self.inner.shutdown()
+    }
+}
+
+impl Clone for Store {
+    fn clone(&self) -> Store {
+        Store::of(Arc::clone(&self.inner))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // AcqRel: the last drop sees every other clone's work (as `Arc`'s
+        // own count does).
+        if self
+            .inner
+            .stores
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            if let Err(e) = self.inner.shutdown() {
+                tracing::error!(error = %e, "closing the store at its last drop");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -181,10 +249,17 @@ impl Store {
         let flush_threads = config.flush_threads;
         let epoch = Epoch::new();
         let inner = Arc::new(Inner {
-            _lock: lock,
+            lock: std::sync::Mutex::new(Some(lock)),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            stores: std::sync::atomic::AtomicUsize::new(1),
+            writers: std::sync::Mutex::default(),
+            dirty: crate::store::dirty::Dirty::new(),
             config,
             registry: Registry::new(),
-            flusher: crate::store::flusher::Flusher::new(flush_threads, epoch.clone()),
+            flusher: Arc::new(crate::store::flusher::Flusher::new(
+                flush_threads,
+                epoch.clone(),
+            )),
             env: Env {
                 log: ctx,
                 reclaim: Reclaim::new(epoch),
@@ -274,6 +349,7 @@ impl Store {
         after: LogOffset,
         upto: LogOffset,
     ) -> Result<ReadOutcome> {
+        self.inner.check_open()?;
         let id = id.as_ref();
         id::check(id)?;
         if upto <= after {
@@ -654,9 +730,7 @@ impl Store {
 impl ShapeHandle {
     /// The store this handle belongs to.
     pub fn store(&self) -> Store {
-        Store {
-            inner: Arc::clone(&self.inner),
-        }
+        Store::of(Arc::clone(&self.inner))
     }
 }
 

@@ -44,7 +44,7 @@
 //!   written. (After terminate or a restart there is no torn transaction:
 //!   an open one was discarded on purpose, and hosts replay it whole.)
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,6 +57,7 @@ use crate::id::display as display_id;
 use crate::log::ShapeLog;
 use crate::shape::buffer::{Sizing, WriterToken};
 use crate::shape::wait::Close;
+use crate::store::dirty::{Fault, Pending, Shared, Visit};
 use crate::store::flusher::{Done, Job, Sink};
 use crate::store::inner::Inner;
 use crate::store::slot::{Open, Slot, CLOSE_BELOW};
@@ -80,7 +81,20 @@ use crate::{Error, LogOffset, Result};
 /// w.terminate()?;
 /// # Ok(()) }
 /// ```
+///
+/// Committed data becomes durable within
+/// [`Config::flush_interval`](crate::Config::flush_interval) without any
+/// further call (see [`ShapeWriter::commit`]).
 pub struct ShapeWriter {
+    /// The writer's state, shared with the store's background flush
+    /// (`dirty.rs`): every call holds its lock.
+    shared: Arc<Shared<Core>>,
+    slot: Arc<Slot>,
+}
+
+/// What a [`ShapeWriter`] owns, behind the lock it shares with the
+/// background flush.
+pub(crate) struct Core {
     /// This shape in the store's flush tracker.
     tracked: TrackedShape,
     /// The last entry a dropped predecessor appended and never committed:
@@ -110,22 +124,27 @@ pub struct ShapeWriter {
     in_flight: Option<Arc<Done>>,
 }
 
-// A host holds one per live shape: 176 bytes. Growing it is a decision.
+// A host holds one per live shape: 176 bytes, plus the shared state's lock
+// and `queued` flag (8 bytes) and the `Arc`'s counts (16), in one heap
+// block; the `ShapeWriter` itself is two pointers. Growing it is a decision.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<ShapeWriter>() <= 176);
+const _: () = assert!(std::mem::size_of::<Core>() <= 176);
 
 impl std::fmt::Debug for ShapeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShapeWriter")
-            .field("shape", &display_id(&self.slot.id))
-            .field("appended", &self.appended)
-            .field("committed", &self.committed)
-            .field("durable", &self.durable)
-            .finish()
+        let st = self.shared.lock();
+        let mut d = f.debug_struct("ShapeWriter");
+        d.field("shape", &display_id(&self.slot.id));
+        if let Some(c) = &st.core {
+            d.field("appended", &c.appended)
+                .field("committed", &c.committed)
+                .field("durable", &c.durable);
+        }
+        d.finish()
     }
 }
 
-impl ShapeWriter {
+impl Core {
     /// Takes over `slot` with `token`: flushes what a dropped predecessor
     /// committed, discards what it did not, and publishes a fresh segment.
     pub(crate) fn open(
@@ -160,7 +179,7 @@ impl ShapeWriter {
         let tracked = inner.tracker.register_shared(log.id());
         tracked.flushed(durable.last_committed);
         let last_flush = inner.clock();
-        Ok(ShapeWriter {
+        Ok(Core {
             tracked,
             torn,
             inner,
@@ -186,6 +205,7 @@ impl ShapeWriter {
     fn check(&self) -> Result<()> {
         match self.broken {
             None => Ok(()),
+            Some(Broken::Closed) => Err(Error::Closed),
             Some(b) => Err(Error::WriterClosed {
                 shape: display_id(&self.slot.id),
                 reason: b.reason(),
@@ -193,43 +213,8 @@ impl ShapeWriter {
         }
     }
 
-    /// The shape's id.
-    pub fn shape(&self) -> &[u8] {
-        &self.slot.id
-    }
-
-    /// Appends an entry to the open transaction. `offset` must be greater
-    /// than every offset the shape holds. The entry is invisible to readers
-    /// until [`ShapeWriter::commit`]. May hand a flush batch to the store's
-    /// flusher threads (see
-    /// [`Config::flush_bytes`](crate::Config::flush_bytes)), complete one
-    /// they finished, or wait for one when
-    /// [`Config::max_pending_bytes`](crate::Config::max_pending_bytes) more
-    /// are pending.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ZeroOffset`] for [`LogOffset::ZERO`];
-    /// [`Error::NonIncreasingOffset`] for an offset at or below the last
-    /// appended one; [`Error::PayloadTooLarge`] for a payload over
-    /// [`Config::max_payload`](crate::Config::max_payload); nothing is appended
-    /// then and the writer stays usable. [`Error::TornTransaction`] for the rest
-    /// of a transaction a dropped predecessor left torn: the entry is not
-    /// written (see the variant), and the writer stays usable.
-    /// [`Error::WriterClosed`] once the writer is unusable, and [`Error::Io`] if
-    /// the flush batch this call completes or writes failed (which makes it
-    /// unusable: a new writer recovers the shape).
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let store = shapebuf::Store::open(dir.path()).unwrap();
-    /// use shapebuf::{Error, LogOffset};
-    /// let mut w = store.writer("s").unwrap();
-    /// w.append(LogOffset::new(5, 0), "x").unwrap();
-    /// let err = w.append(LogOffset::new(4, 9), "y").unwrap_err();
-    /// assert!(matches!(err, Error::NonIncreasingOffset { .. }));
-    /// ```
-    pub fn append(&mut self, offset: LogOffset, payload: impl Into<Bytes>) -> Result<()> {
+    /// See [`ShapeWriter::append`].
+    pub(crate) fn append(&mut self, offset: LogOffset, payload: impl Into<Bytes>) -> Result<()> {
         self.check()?;
         self.settle(false)?;
         let payload = payload.into();
@@ -296,6 +281,13 @@ impl ShapeWriter {
     /// are none). The writer completes the batch in
     /// [`ShapeWriter::settle`] (steps 3-4). No batch may be in flight.
     fn hand_over(&mut self) {
+        let job = self.take_batch();
+        self.inner.flusher.submit(job);
+    }
+
+    /// [`Core::hand_over`] without the submission: the job, for the caller
+    /// to run (the background flush, `Store::close`).
+    fn take_batch(&mut self) -> Job {
         debug_assert!(self.in_flight.is_none());
         let commit = (self.committed > self.durable.committed)
             .then_some((self.committed, self.last_committed));
@@ -305,10 +297,10 @@ impl ShapeWriter {
             pending,
             commit,
         );
-        self.inner.flusher.submit(job);
         self.in_flight = Some(done);
         self.pending_bytes = 0;
         self.last_flush = self.inner.clock();
+        job
     }
 
     /// Completes the batch in flight if it is durable (or, with `wait`,
@@ -345,15 +337,8 @@ impl ShapeWriter {
         }
     }
 
-    /// Commits the open transaction: every appended entry becomes visible to
-    /// readers. Returns the offset of the last committed entry.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WriterClosed`] once the writer is unusable; [`Error::Io`] if
-    /// a background flush batch this call completes failed (the writer is then
-    /// unusable).
-    pub fn commit(&mut self) -> Result<LogOffset> {
+    /// See [`ShapeWriter::commit`].
+    pub(crate) fn commit(&mut self) -> Result<LogOffset> {
         self.check()?;
         self.settle(false)?;
         if self.appended > self.committed {
@@ -370,17 +355,8 @@ impl ShapeWriter {
         Ok(self.last_committed)
     }
 
-    /// Writes every appended entry not yet on disk (and the commit point) to
-    /// the log, syncs it, publishes the new persisted count and trims the
-    /// in-memory buffer. Returns what is now durable.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WriterClosed`] once the writer is unusable; [`Error::Io`] if
-    /// the write or sync fails: the writer is then unusable (every later call
-    /// is [`Error::WriterClosed`]); what was committed stays readable, and a new
-    /// writer recovers the shape and writes it.
-    pub fn flush(&mut self) -> Result<Flushed> {
+    /// See [`ShapeWriter::flush`].
+    pub(crate) fn flush(&mut self) -> Result<Flushed> {
         self.check()?;
         self.settle(true)?;
         // A new shape's first flush creates its file even with nothing to
@@ -400,18 +376,8 @@ impl ShapeWriter {
         Ok(self.flushed())
     }
 
-    /// Flushes if anything is pending and the flush interval
-    /// ([`Config::flush_interval`](crate::Config::flush_interval)) has passed
-    /// since the last flush. Hosts call this from their own timer; returns
-    /// whether it flushed. If this thread retired segments (trims,
-    /// terminates) since its last hand-off, it also hands them to the epoch
-    /// collector at once (otherwise that happens per 64 KiB retired) and
-    /// runs a collection. It completes a background flush that finished.
-    ///
-    /// # Errors
-    ///
-    /// As [`ShapeWriter::flush`].
-    pub fn tick(&mut self) -> Result<bool> {
+    /// See [`ShapeWriter::tick`].
+    pub(crate) fn tick(&mut self) -> Result<bool> {
         self.check()?;
         self.settle(false)?;
         self.token.hand_off_retired();
@@ -425,19 +391,8 @@ impl ShapeWriter {
         Ok(false)
     }
 
-    /// Flushes, then unpublishes and retires the buffer. Readers that hold
-    /// the retired segment finish their reads from it; later readers find
-    /// the shape dead and read from disk. Never waits for readers. An open
-    /// (uncommitted) transaction is discarded.
-    ///
-    /// On error the writer is dropped without retiring: the buffer stays
-    /// readable, and the next writer recovers the shape.
-    ///
-    /// # Errors
-    ///
-    /// As [`ShapeWriter::flush`] (the shape then stays live for the next
-    /// writer).
-    pub fn terminate(mut self) -> Result<Flushed> {
+    /// See [`ShapeWriter::terminate`].
+    pub(crate) fn terminate(mut self) -> Result<Flushed> {
         let _span = info_span!("terminate", shape = %display_id(&self.slot.id)).entered();
         let flushed = self.flush()?;
         let guard = self.token.buffer().pin();
@@ -461,19 +416,13 @@ impl ShapeWriter {
         Ok(flushed)
     }
 
-    /// Removes the shape (see [`Store::remove`](crate::Store::remove)):
-    /// what this writer appended is discarded with it, flushed or not (the
-    /// flush tracker hears of a loss if anything was past the last durable
-    /// commit, as for a dropped writer). Readers that are reading finish
-    /// exactly; everything after gets [`Error::ShapeRemoved`].
-    ///
-    /// On error the writer is dropped and the shape stays as it was.
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::remove`](crate::Store::remove) ([`Error::Io`]: the shape
-    /// stays as it was).
-    pub fn remove(mut self) -> Result<crate::Removed> {
+    /// See [`ShapeWriter::remove`].
+    pub(crate) fn remove(mut self) -> Result<crate::Removed> {
+        // A poisoned writer may remove its shape; a closed store's may not
+        // (its directory may belong to another store now).
+        if self.broken == Some(Broken::Closed) {
+            return Err(Error::Closed);
+        }
         // The batch in flight lands first: nothing writes the log while it
         // is being removed.
         let _ = self.settle(true);
@@ -487,16 +436,265 @@ impl ShapeWriter {
         Ok(removed)
     }
 
+    /// See [`ShapeWriter::last_appended`].
+    pub(crate) fn last_appended(&self) -> LogOffset {
+        self.last
+    }
+
+    /// See [`ShapeWriter::flushed`].
+    pub(crate) fn flushed(&self) -> Flushed {
+        Flushed {
+            persisted: self.durable.last,
+            committed: self.durable.last_committed,
+        }
+    }
+}
+
+impl ShapeWriter {
+    /// Takes over `slot` with `token` (see [`Core::open`]) and registers the
+    /// writer with the store, for [`Store::close`](crate::Store::close).
+    pub(crate) fn open(
+        inner: Arc<Inner>,
+        slot: Arc<Slot>,
+        token: WriterToken<Open>,
+    ) -> Result<Self> {
+        let core = Core::open(Arc::clone(&inner), Arc::clone(&slot), token)?;
+        let shared = Arc::new(Shared::new(core, Fault::None));
+        let w = ShapeWriter { shared, slot };
+        inner.register(Arc::downgrade(&w.shared) as Weak<dyn Visit>);
+        // After registering: a close that began before it is seen here
+        // (see `Inner::register`), and one that begins after finds it.
+        if inner.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(w)
+    }
+
+    /// Runs `f` on the core under the shared lock.
+    fn with<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
+        let mut st = self.shared.lock();
+        let core = st
+            .core
+            .as_mut()
+            .expect("a writer's core lives as long as the writer");
+        f(core)
+    }
+
+    /// Takes the core out of the shared state (terminate, remove): the
+    /// background flush then finds nothing to do.
+    fn take(&mut self) -> Core {
+        self.shared
+            .lock()
+            .core
+            .take()
+            .expect("a writer's core lives as long as the writer")
+    }
+
+    /// The shape's id.
+    pub fn shape(&self) -> &[u8] {
+        &self.slot.id
+    }
+
+    /// Appends an entry to the open transaction. `offset` must be greater
+    /// than every offset the shape holds. The entry is invisible to readers
+    /// until [`ShapeWriter::commit`]. May hand a flush batch to the store's
+    /// flusher threads (see
+    /// [`Config::flush_bytes`](crate::Config::flush_bytes)), complete one
+    /// they finished, or wait for one when
+    /// [`Config::max_pending_bytes`](crate::Config::max_pending_bytes) more
+    /// are pending.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroOffset`], [`Error::NonIncreasingOffset`] or
+    /// [`Error::PayloadTooLarge`] (over
+    /// [`Config::max_payload`](crate::Config::max_payload)) for an entry it
+    /// refuses: nothing is appended and the writer stays usable.
+    /// [`Error::TornTransaction`] for the rest of a transaction a dropped
+    /// predecessor left torn: the entry is not written (see the variant),
+    /// and the writer stays usable. [`Error::WriterClosed`] once the writer
+    /// is terminated, removed or poisoned by a failed write or sync (which
+    /// this call may report: a batch it completed had failed);
+    /// [`Error::Closed`] once the store was closed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = shapebuf::Store::open(dir.path()).unwrap();
+    /// use shapebuf::{Error, LogOffset};
+    /// let mut w = store.writer("s").unwrap();
+    /// w.append(LogOffset::new(5, 0), "x").unwrap();
+    /// let err = w.append(LogOffset::new(4, 9), "y").unwrap_err();
+    /// assert!(matches!(err, Error::NonIncreasingOffset { .. }));
+    /// ```
+    pub fn append(&mut self, offset: LogOffset, payload: impl Into<Bytes>) -> Result<()> {
+        let payload = payload.into();
+        self.with(|c| c.append(offset, payload))
+    }
+
+    /// Commits the open transaction: every appended entry becomes visible to
+    /// readers. Returns the offset of the last committed entry.
+    ///
+    /// The committed entries become durable within
+    /// [`Config::flush_interval`](crate::Config::flush_interval) (plus one
+    /// sync) with no further call: the commit queues the shape on the
+    /// store's dirty queue, and the store's timer thread flushes it (see
+    /// docs/protocol.md, "Durable without host calls"). Only a commit that
+    /// leaves the shape newly dirty touches the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriterClosed`] once the writer is terminated, removed or
+    /// poisoned; [`Error::Closed`] once the store was closed.
+    ///
+    /// ```
+    /// # fn main() -> shapebuf::Result<()> {
+    /// use std::time::Duration;
+    /// use shapebuf::{Config, LogOffset, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let cfg = Config { flush_interval: Duration::from_millis(20), ..Config::default() };
+    /// let store = Store::open_with(dir.path(), cfg)?;
+    /// let mut w = store.writer("s")?;
+    /// w.append(LogOffset::new(1, 0), "a")?;
+    /// w.commit()?;
+    /// // No flush, no tick: the store's timer makes it durable.
+    /// let t = store.flush_tracker();
+    /// while t.global() != LogOffset::new(1, 0) {
+    ///     std::thread::sleep(Duration::from_millis(5));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn commit(&mut self) -> Result<LogOffset> {
+        let mut st = self.shared.lock();
+        let core = st
+            .core
+            .as_mut()
+            .expect("a writer's core lives as long as the writer");
+        let last = core.commit()?;
+        if st.mark() {
+            let inner = Arc::clone(&st.core.as_ref().expect("just used").inner);
+            drop(st);
+            let me = Arc::downgrade(&self.shared) as Weak<dyn Visit>;
+            inner.queue_dirty(me);
+        }
+        Ok(last)
+    }
+
+    /// Writes every appended entry not yet on disk (and the commit point) to
+    /// the log, syncs it, publishes the new persisted count and trims the
+    /// in-memory buffer. Returns what is now durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriterClosed`] once the writer is terminated, removed or
+    /// poisoned; [`Error::Io`] from the write or sync (which poisons the
+    /// writer: what was committed stays readable, and a new writer recovers
+    /// the shape and writes it); [`Error::Closed`] once the store was
+    /// closed.
+    pub fn flush(&mut self) -> Result<Flushed> {
+        self.with(Core::flush)
+    }
+
+    /// Flushes if anything is pending and the flush interval
+    /// ([`Config::flush_interval`](crate::Config::flush_interval)) has passed
+    /// since the last flush. Hosts call this from their own timer; returns
+    /// whether it flushed. If this thread retired segments (trims,
+    /// terminates) since its last hand-off, it also hands them to the epoch
+    /// collector at once (otherwise that happens per 64 KiB retired) and
+    /// runs a collection. It completes a background flush that finished.
+    ///
+    /// Not needed for durability: the store's timer flushes committed data
+    /// within the interval by itself (see [`ShapeWriter::commit`]).
+    ///
+    /// # Errors
+    ///
+    /// as [`ShapeWriter::flush`].
+    pub fn tick(&mut self) -> Result<bool> {
+        self.with(Core::tick)
+    }
+
+    /// Flushes, then unpublishes and retires the buffer. Readers that hold
+    /// the retired segment finish their reads from it; later readers find
+    /// the shape dead and read from disk. Never waits for readers. An open
+    /// (uncommitted) transaction is discarded.
+    ///
+    /// On error the writer is dropped without retiring: the buffer stays
+    /// readable, and the next writer recovers the shape.
+    ///
+    /// # Errors
+    ///
+    /// as [`ShapeWriter::flush`].
+    pub fn terminate(mut self) -> Result<Flushed> {
+        self.take().terminate()
+    }
+
+    /// Removes the shape (see [`Store::remove`](crate::Store::remove)):
+    /// what this writer appended is discarded with it, flushed or not (the
+    /// flush tracker hears of a loss if anything was past the last durable
+    /// commit, as for a dropped writer). Readers that are reading finish
+    /// exactly; everything after gets [`Error::ShapeRemoved`].
+    ///
+    /// On error the writer is dropped and the shape stays as it was.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriterClosed`] once the writer is terminated or removed;
+    /// [`Error::Io`] from writing the tombstone (the shape stays as it
+    /// was); [`Error::Closed`] once the store was closed.
+    pub fn remove(mut self) -> Result<crate::Removed> {
+        self.take().remove()
+    }
+
     /// Entries appended so far (committed or not) and the last offset.
     pub fn last_appended(&self) -> LogOffset {
-        self.last
+        self.with(|c| c.last_appended())
     }
 
     /// What is durable now.
     pub fn flushed(&self) -> Flushed {
-        Flushed {
-            persisted: self.durable.last,
-            committed: self.durable.last_committed,
+        self.with(|c| c.flushed())
+    }
+}
+
+impl Drop for ShapeWriter {
+    fn drop(&mut self) {
+        // Out of the shared state first: the core's drop may wait for a
+        // batch in flight, and must not do so under the lock the
+        // background flush takes.
+        let core = self.shared.lock().core.take();
+        drop(core);
+    }
+}
+
+/// The background flush's view of the core (see `dirty.rs`).
+impl Pending for Core {
+    fn due(&self) -> bool {
+        // A closed writer's commits still go to disk (the close's own
+        // visits); a failed, terminated or removed one's never do.
+        matches!(self.broken, None | Some(Broken::Closed))
+            && self.committed > self.durable.committed
+    }
+
+    fn in_flight(&self) -> Option<Arc<Done>> {
+        self.in_flight.clone()
+    }
+
+    fn hand_over(&mut self) -> (Job, Arc<Done>) {
+        let job = self.take_batch();
+        let done = Arc::clone(self.in_flight.as_ref().expect("just handed over"));
+        (job, done)
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        Core::settle(self, false)
+    }
+
+    fn settle_wait(&mut self) -> Result<()> {
+        Core::settle(self, true)
+    }
+
+    fn close(&mut self) {
+        if self.broken.is_none() {
+            self.broken = Some(Broken::Closed);
         }
     }
 }
@@ -509,6 +707,8 @@ enum Broken {
     Failed,
     Terminated,
     Removed,
+    /// Its store was closed ([`Error::Closed`]).
+    Closed,
 }
 
 impl Broken {
@@ -517,6 +717,7 @@ impl Broken {
             Broken::Failed => "a write or sync of its log failed; open a new writer to recover",
             Broken::Terminated => "terminated",
             Broken::Removed => "removed",
+            Broken::Closed => "the store was closed",
         }
     }
 }
@@ -530,7 +731,7 @@ pub struct Flushed {
     pub committed: LogOffset,
 }
 
-impl Drop for ShapeWriter {
+impl Drop for Core {
     fn drop(&mut self) {
         // The batch in flight lands before the claim is released (a
         // successor's take-over must not race its append). A failure has
