@@ -541,9 +541,11 @@ impl ShapeWriter {
     /// w.append(LogOffset::new(1, 0), "a")?;
     /// w.commit()?;
     /// // No flush, no tick: the store's timer makes it durable.
-    /// let t = store.flush_tracker();
-    /// while t.global() != LogOffset::new(1, 0) {
+    /// let mut waited = 0;
+    /// while w.flushed().committed != LogOffset::new(1, 0) {
+    ///     assert!(waited < 2_000, "durable within the interval");
     ///     std::thread::sleep(Duration::from_millis(5));
+    ///     waited += 5;
     /// }
     /// # Ok(()) }
     /// ```
