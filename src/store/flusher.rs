@@ -38,6 +38,11 @@
 //!   payloads) is then mostly freed here, off the writers' and readers'
 //!   threads (theirs still collect every 128 pins, and `tick` and
 //!   `Store::collect` do).
+//! - The store's timer thread (`dirty.rs`) submits the batches of shapes
+//!   whose committed data is due, and waits for them with
+//!   [`Done::wait_ready`] (which takes nothing: the writer, or the timer
+//!   under the writer's lock, completes the batch). A close runs its
+//!   batches on threads of its own ([`run_parallel`]).
 //! - They exit when the store's last owner is gone (after the queue is
 //!   empty: every job is waited for by its writer, which keeps the store
 //!   alive).

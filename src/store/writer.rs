@@ -29,6 +29,17 @@
 //! - Dropping a writer without terminating only releases the claim: the
 //!   buffer stays readable, and the next writer flushes what its
 //!   predecessor committed and discards what it did not.
+//! - Committed data is durable within `Config::flush_interval` with no
+//!   further call (`dirty.rs`): a `ShapeWriter` is a handle on its `Core`
+//!   behind a mutex it shares with the store's timer thread; every call
+//!   holds it (one uncontended lock per call), a commit that leaves the
+//!   shape newly dirty queues it, and the timer hands the batch over and
+//!   completes it under the same lock, never while another batch of the
+//!   writer is in flight. `terminate`, `remove` and the drop take the core
+//!   out of the shared state first.
+//! - A closed store (`Store::close`, the last `Store`'s drop) flushed the
+//!   writer's committed data and marked it closed: every later call fails
+//!   with [`Error::Closed`].
 //! - No epoch pin is held across disk I/O.
 //! - The store's [`FlushTracker`](crate::FlushTracker) hears from the
 //!   writer: each flush reports the last durable commit, `terminate`
@@ -557,9 +568,11 @@ impl ShapeWriter {
     /// w.append(LogOffset::new(1, 0), "a")?;
     /// w.commit()?;
     /// // No flush, no tick: the store's timer makes it durable.
-    /// let t = store.flush_tracker();
-    /// while t.global() != LogOffset::new(1, 0) {
+    /// let mut waited = 0;
+    /// while w.flushed().committed != LogOffset::new(1, 0) {
+    ///     assert!(waited < 2_000, "durable within the interval");
     ///     std::thread::sleep(Duration::from_millis(5));
+    ///     waited += 5;
     /// }
     /// # Ok(()) }
     /// ```
