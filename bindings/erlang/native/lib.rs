@@ -68,6 +68,16 @@ mod atoms {
         open_files,
         peak_open_files,
         retired_bytes,
+        shapes_open,
+        live_writers,
+        quarantined,
+        entries_not_durable,
+        memory_bytes,
+        flushes,
+        flushed_bytes,
+        flush_errors,
+        sync_p50_us,
+        sync_p99_us,
         flush_bytes,
         max_pending_bytes,
         flush_interval_ms,
@@ -302,17 +312,38 @@ fn nif_stats(env: Env<'_>, store: ResourceArc<StoreRes>) -> NifResult<Term<'_>> 
     let Some(s) = store.get() else {
         return Ok(error_atom(env, atoms::closed()));
     };
+    let st = s.stats();
     let keys = [
         atoms::shape_count(),
+        atoms::shapes_open(),
+        atoms::live_writers(),
+        atoms::quarantined(),
+        atoms::entries_not_durable(),
+        atoms::memory_bytes(),
+        atoms::retired_bytes(),
+        atoms::flushes(),
+        atoms::flushed_bytes(),
+        atoms::flush_errors(),
+        atoms::sync_p50_us(),
+        atoms::sync_p99_us(),
         atoms::open_files(),
         atoms::peak_open_files(),
-        atoms::retired_bytes(),
     ];
     let values = [
-        s.shape_count() as u64,
-        s.open_files() as u64,
-        s.peak_open_files() as u64,
-        s.retired_bytes(),
+        st.shapes as u64,
+        st.shapes_open as u64,
+        st.live_writers as u64,
+        st.quarantined as u64,
+        st.entries_not_durable,
+        st.memory_bytes,
+        st.retired_bytes,
+        st.flushes,
+        st.flushed_bytes,
+        st.flush_errors,
+        st.sync_p50.as_micros() as u64,
+        st.sync_p99.as_micros() as u64,
+        st.open_files as u64,
+        st.peak_open_files as u64,
     ];
     let map = Term::map_from_arrays(env, &keys, &values)?;
     Ok((atoms::ok(), map).encode(env))
@@ -413,6 +444,11 @@ type WriterCell = Mutex<Option<ShapeWriter>>;
 struct WriterRes {
     cell: Arc<WriterCell>,
     owner: LocalPid,
+    /// A writer keeps its store open: the library closes a store when its
+    /// last `Store` is dropped, and a store resource the VM collected while
+    /// a process still writes through one of its writers must not close
+    /// that writer under it (`close/1` still closes it).
+    _store: ResourceArc<StoreRes>,
 }
 
 /// What happens to a writer whose owner died or whose resource was
@@ -464,7 +500,11 @@ fn nif_writer<'a>(env: Env<'a>, store: ResourceArc<StoreRes>, id: Binary<'a>) ->
             push_pruned(&mut plock(&store.writers), Arc::downgrade(&cell), |w| {
                 w.strong_count() > 0
             });
-            let res = ResourceArc::new(WriterRes { cell, owner });
+            let res = ResourceArc::new(WriterRes {
+                cell,
+                owner,
+                _store: store.clone(),
+            });
             if env.monitor(&res, &owner).is_none() {
                 // The owner is gone already (cannot be: it is calling us).
                 release_writer(Arc::clone(&res.cell));

@@ -160,10 +160,10 @@ flush(W) when is_reference(W) -> nif_flush(W);
 flush(_) -> erlang:error(badarg).
 
 %% @doc Flushes if anything is pending and `flush_interval_ms' (default
-%% 1000) passed since the last flush; returns whether it flushed. A writer
-%% flushes on its own only when `flush_bytes' are pending: call this from
-%% the owner's timer (e.g. `erlang:send_after/3') to bound how long
-%% committed data stays in memory only. Dirty I/O.
+%% 1000) passed since the last flush; returns whether it flushed. Not
+%% needed for durability: the store's own timer makes committed data
+%% durable within `flush_interval_ms' with no call from the host. Dirty
+%% I/O.
 -spec tick(writer()) -> {ok, boolean()} | {error, reason()}.
 tick(W) when is_reference(W) -> nif_tick(W);
 tick(_) -> erlang:error(badarg).
@@ -275,9 +275,12 @@ unsubscribe_durable(Store, Ref) when is_reference(Store), is_reference(Ref) ->
     flush_durable(Ref);
 unsubscribe_durable(_, _) -> erlang:error(badarg).
 
-%% @doc Counters: `shape_count', `open_files', `peak_open_files',
-%% `retired_bytes'. Dirty I/O (two of them are read under locks the
-%% dirty calls take).
+%% @doc The library's `Store::stats': `shape_count', `shapes_open',
+%% `live_writers', `quarantined', `entries_not_durable', `memory_bytes',
+%% `retired_bytes', `flushes', `flushed_bytes', `flush_errors',
+%% `sync_p50_us', `sync_p99_us', `open_files', `peak_open_files'. Dirty
+%% I/O (one pass over the shapes, and counters read under locks the dirty
+%% calls take).
 -spec stats(store()) -> {ok, #{atom() => non_neg_integer()}} | {error, reason()}.
 stats(Store) when is_reference(Store) -> nif_stats(Store);
 stats(_) -> erlang:error(badarg).
