@@ -518,7 +518,7 @@ pub struct BgJob(Job);
 impl BgJob {
     /// Writes the batch and reports it (`Job::run`).
     pub fn run(self) {
-        self.0.run();
+        self.0.run(&Default::default());
     }
 }
 
@@ -661,7 +661,7 @@ impl BgWriter {
         self.with(|c| {
             c.settle_with(true);
             if c.appended > c.durable.entries || c.committed > c.durable.committed {
-                c.take_batch().0.run();
+                c.take_batch().0.run(&Default::default());
                 c.settle_with(true);
             }
         });
@@ -674,7 +674,7 @@ impl BgWriter {
         let mut c = core.expect("live writer");
         c.settle_with(true);
         if c.appended > c.durable.entries || c.committed > c.durable.committed {
-            c.take_batch().0.run();
+            c.take_batch().0.run(&Default::default());
             c.settle_with(true);
         }
         let guard = c.token.buffer().pin();
@@ -697,7 +697,7 @@ pub struct BgQueued(Arc<dyn Visit>);
 /// the shapes to queue again.
 pub fn background_flush(shapes: Vec<BgQueued>) -> Vec<BgQueued> {
     let (again, r) = visit_all(shapes.into_iter().map(|q| q.0).collect(), false, |jobs| {
-        jobs.into_iter().for_each(Job::run);
+        jobs.into_iter().for_each(|j| j.run(&Default::default()));
     });
     r.expect("the model disk does not fail");
     again.into_iter().map(BgQueued).collect()
@@ -706,7 +706,7 @@ pub fn background_flush(shapes: Vec<BgQueued>) -> Vec<BgQueued> {
 /// `Store::close`'s visit of `shapes` (one round).
 pub fn close_flush(shapes: Vec<BgQueued>) -> Vec<BgQueued> {
     let (again, r) = visit_all(shapes.into_iter().map(|q| q.0).collect(), true, |jobs| {
-        jobs.into_iter().for_each(Job::run);
+        jobs.into_iter().for_each(|j| j.run(&Default::default()));
     });
     r.expect("the model disk does not fail");
     again.into_iter().map(BgQueued).collect()
